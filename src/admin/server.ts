@@ -1,0 +1,77 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../log.js';
+
+/** Each readiness check names one thing the sidecar needs before it may take traffic. */
+export type ReadinessReport = Readonly<Record<string, { readonly ok: boolean; readonly detail?: string }>>;
+
+export interface AdminOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly log: Logger;
+  readonly readiness: () => ReadinessReport;
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+/**
+ * The admin listener (SPEC §3): liveness, readiness, and later metrics and approvals. It is a separate
+ * listener so the proxy port never serves anything but proxied traffic.
+ */
+export class AdminServer {
+  readonly #server: http.Server;
+  readonly #opts: AdminOptions;
+
+  constructor(opts: AdminOptions) {
+    this.#opts = opts;
+    this.#server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000 }, (req, res) => this.#route(req, res));
+    this.#server.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#opts.port, this.#opts.host, () => {
+        this.#server.off('error', reject);
+        this.#server.on('error', (err) => this.#opts.log.error({ err }, 'admin listener error'));
+        resolve(this.#server.address() as AddressInfo);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+
+  #route(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      json(res, 405, { error: 'method_not_allowed' });
+      return;
+    }
+    switch (path) {
+      case '/healthz':
+        json(res, 200, { status: 'ok' });
+        return;
+      case '/readyz': {
+        const checks = this.#opts.readiness();
+        const ready = Object.values(checks).every((c) => c.ok);
+        json(res, ready ? 200 : 503, { ready, checks });
+        return;
+      }
+      default:
+        json(res, 404, { error: 'not_found' });
+    }
+  }
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';
+import { initCa, loadCa, caEnvLines } from '../intercept/ca.js';
+import { createLogger } from '../log.js';
+import { Sidecar } from '../sidecar.js';
+import { errorCode } from '../errors.js';
+
+const USAGE = `firma — egress sidecar proxy for AI agents
+
+usage:
+  firma start [--config PATH]        run the sidecar (config: --config, $FIRMA_CONFIG, ./firma.toml, built-in defaults)
+  firma check [--config PATH]        validate the configuration; print every error as file:line:col and exit 1
+  firma ca init [--config PATH]      create the local CA under ca_dir (never overwrites)
+  firma ca export [--env] [--config PATH]
+                                     print the CA certificate PEM, or the env lines that make clients trust it
+  firma schema                       print the JSON Schema of firma.toml (for editors)
+  firma version
+`;
+
+/** Exit with a message on stderr; expected failures are not stack traces. */
+function fail(message: string, code = 1): never {
+  process.stderr.write(message.endsWith('\n') ? message : message + '\n');
+  process.exit(code);
+}
+
+function readConfig(flag: string | undefined): FirmaConfig {
+  try {
+    const path = resolveConfigPath({ flag, env: process.env, cwd: process.cwd() });
+    return loadConfig(path, process.cwd());
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+}
+
+async function start(configFlag: string | undefined): Promise<void> {
+  const config = readConfig(configFlag);
+  const log = createLogger(config.sidecar.log_level);
+  let sidecar: Sidecar;
+  try {
+    sidecar = await Sidecar.start({ config, log });
+  } catch (err) {
+    const code = errorCode(err);
+    const message = err instanceof Error ? err.message : String(err);
+    log.fatal({ code }, `cannot start: ${message}`);
+    log.flush();
+    fail(`firma: cannot start: ${message}`);
+  }
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) {
+      if (signal === 'SIGINT') process.exit(130);
+      return;
+    }
+    stopping = true;
+    log.info({ signal }, 'shutdown requested');
+    sidecar.stop().then(
+      () => log.flush(() => process.exit(0)),
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        log.flush(() => process.exit(1));
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('uncaughtException', (err) => {
+    // Every socket has an error handler; reaching this is a bug. Exit so the supervisor restarts a
+    // clean process rather than serve from an unknown state.
+    log.fatal({ err }, 'uncaught exception');
+    log.flush(() => process.exit(1));
+  });
+}
+
+function check(configFlag: string | undefined): void {
+  const config = readConfig(configFlag);
+  process.stdout.write(`${config.source.path ?? '(built-in defaults)'}: ok\n`);
+}
+
+function caCommand(sub: string | undefined, env: boolean, configFlag: string | undefined): void {
+  const config = readConfig(configFlag);
+  const dir = config.sidecar.interceptor.mitm.ca_dir;
+  try {
+    if (sub === 'init') {
+      const { ca, created } = initCa(dir);
+      process.stdout.write(`${created ? 'created' : 'exists'}: ${ca.certPath}\nsha256 fingerprint: ${ca.fingerprint256}\n`);
+      return;
+    }
+    if (sub === 'export') {
+      const ca = loadCa(dir);
+      process.stdout.write(env ? caEnvLines(ca.certPath).join('\n') + '\n' : ca.certPem);
+      return;
+    }
+  } catch (err) {
+    const code = errorCode(err);
+    if (code !== undefined && code.startsWith('FIRMA_CA_')) {
+      fail(`firma ca ${sub}: ${(err as Error).message}${code === 'FIRMA_CA_MISSING' ? ' (run `firma ca init`)' : ''}`);
+    }
+    throw err;
+  }
+  fail(`firma ca: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
+}
+
+async function main(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        env: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    fail(`firma: ${(err as Error).message}\n\n${USAGE}`, 2);
+  }
+  const { values, positionals } = parsed;
+  const [command, sub] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  switch (command) {
+    case 'start':
+      return start(values.config);
+    case 'check':
+      return check(values.config);
+    case 'ca':
+      return caCommand(sub, values.env ?? false, values.config);
+    case 'schema':
+      process.stdout.write(JSON.stringify(firmaConfigJsonSchema(), null, 2) + '\n');
+      return;
+    case 'version': {
+      const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+      process.stdout.write(`firma ${pkg.version}\n`);
+      return;
+    }
+    default:
+      fail(`firma: unknown command ${JSON.stringify(command)}\n\n${USAGE}`, 2);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`firma: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,94 @@
+/**
+ * Value checks/transforms used by the firma.toml declaration. Each returns the parsed value or a
+ * `Failure` whose message says what was expected and what was found.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { isAbsolute, resolve } from 'node:path';
+import type { Failure, TransformContext } from './schema-dsl.js';
+import { describeValue, fail } from './schema-dsl.js';
+
+export interface ListenAddress {
+  /** IPv4 literal, IPv6 literal without brackets, or "localhost". */
+  host: string;
+  /** 0..65535; 0 = ephemeral. */
+  port: number;
+}
+
+export const LISTEN_JSON_PATTERN = '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]):[0-9]{1,5}$';
+
+/** "127.0.0.1:8080" | "[::1]:8080" | "localhost:0" -> { host, port }. */
+export function parseListenAddress(text: string): ListenAddress | Failure {
+  const got = `got ${describeValue(text)}`;
+  const colon = text.lastIndexOf(':');
+  if (colon === -1) return fail(`expected host:port (e.g. "127.0.0.1:8080"), ${got}`);
+  const hostPart = text.slice(0, colon);
+  const portPart = text.slice(colon + 1);
+  let host: string;
+  if (hostPart.startsWith('[') && hostPart.endsWith(']') && isIPv6(hostPart.slice(1, -1))) {
+    host = hostPart.slice(1, -1).toLowerCase();
+  } else if (isIPv4(hostPart)) {
+    host = hostPart;
+  } else if (hostPart.toLowerCase() === 'localhost') {
+    host = 'localhost';
+  } else if (isIPv6(hostPart) || isIPv6(text)) {
+    return fail(`expected an IPv6 host in brackets (e.g. "[::1]:8080"), ${got}`);
+  } else {
+    return fail(`expected host:port with host an IPv4 address, [IPv6] address or "localhost", ${got}`);
+  }
+  if (!/^[0-9]{1,5}$/.test(portPart) || Number(portPart) > 65535) {
+    return fail(`expected host:port with a port between 0 and 65535, ${got}`);
+  }
+  return { host, port: Number(portPart) };
+}
+
+const LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
+
+/**
+ * A bypass host pattern: a DNS name ("api.example.com"), "*.example.com" (any subdomain, never the
+ * apex) or an IP literal; lowercase-normalised. Returns the normalised pattern.
+ */
+export function parseHostPattern(text: string): string | Failure {
+  const expected = `expected a host name ("api.example.com"), a wildcard ("*.example.com") or an IP address, got ${describeValue(text)}`;
+  const why = (reason: string): Failure => fail(`${expected}: ${reason}`);
+  const lower = text.toLowerCase();
+  if (isIPv4(lower)) return lower;
+  const unbracketed = lower.startsWith('[') && lower.endsWith(']') ? lower.slice(1, -1) : lower;
+  if (isIPv6(unbracketed)) return unbracketed;
+  if (lower === '') return why('empty');
+  if (/[^\x21-\x7e]/.test(lower)) {
+    return why(/[^\x00-\x7f]/.test(lower) ? 'non-ASCII characters (use the xn-- punycode form)' : 'contains whitespace or control characters');
+  }
+  if (lower.includes('/')) return why('contains "/" (a host only, no scheme or path)');
+  if (lower.includes(':')) return why('contains ":" (a host only, no scheme or port)');
+  if (lower.length > 253) return why('longer than 253 characters');
+  const labels = lower.split('.');
+  if (labels.some((label) => label === '')) return why('empty label (leading, trailing or double dot)');
+  let rest = labels;
+  if (labels[0] === '*') {
+    if (labels.length < 2) return why('"*" alone would match every host');
+    rest = labels.slice(1);
+  }
+  for (const label of rest) {
+    if (label.includes('*')) return why('"*" is only allowed as the whole first label ("*.example.com")');
+    if (label.length > 63) return why(`label "${label.slice(0, 20)}…" is longer than 63 characters`);
+    if (!LABEL.test(label)) return why(`label ${JSON.stringify(label)} may only contain a-z, 0-9, "-" and "_" and may not start or end with "-"`);
+  }
+  const last = rest[rest.length - 1] ?? '';
+  if (/^[0-9]+$/.test(last)) return why('not a valid IP address, and a host name cannot end in a numeric label');
+  return lower;
+}
+
+/** Resolve a path against the config file's folder (or cwd for built-in defaults). */
+export function resolveConfigRelativePath(text: string, ctx: TransformContext): string | Failure {
+  if (text === '') return fail(`expected a path, got ${describeValue(text)}`);
+  if (text.includes('\0')) return fail('expected a path, got a string containing a NUL character');
+  return isAbsolute(text) ? resolve(text) : resolve(ctx.baseDir, text);
+}
+
+export const AGENT_ID_PATTERN = '^[A-Za-z0-9._:@-]{1,128}$';
+
+export function checkAgentId(text: string): string | undefined {
+  return new RegExp(AGENT_ID_PATTERN).test(text)
+    ? undefined
+    : `expected 1 to 128 characters of A-Z a-z 0-9 . _ : @ -, got ${describeValue(text)}`;
+}

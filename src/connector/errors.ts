@@ -1,0 +1,41 @@
+import { errorCode } from '../errors.js';
+
+/** Typed connector outcomes (SPEC §5 `error`); an upstream answering with any status is a success. */
+export type ConnectorErrorKind = 'timeout' | 'network' | 'invalid_request' | 'rate_limited' | 'credential';
+
+/** SPEC §3 status for each connector error when the sidecar answers in place of the upstream. */
+export const CONNECTOR_ERROR_STATUS: Readonly<Record<ConnectorErrorKind, number>> = {
+  timeout: 504,
+  network: 502,
+  invalid_request: 400,
+  rate_limited: 429,
+  credential: 502,
+};
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+const INVALID_REQUEST_CODES = new Set([
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_NOT_SUPPORTED',
+  'ERR_INVALID_HTTP_TOKEN',
+  'ERR_INVALID_CHAR',
+]);
+
+export interface ClassifiedError {
+  readonly kind: ConnectorErrorKind;
+  /** A short, safe code (e.g. `ECONNREFUSED`, `UND_ERR_HEADERS_TIMEOUT`) for logs and the reply. */
+  readonly code: string;
+}
+
+/** Map an undici / socket / TLS error to a connector error kind. Never exposes the error message. */
+export function classifyUpstreamError(err: unknown): ClassifiedError {
+  // undici wraps some causes; the innermost code is the informative one.
+  let code = errorCode(err);
+  const cause = typeof err === 'object' && err !== null ? (err as { cause?: unknown }).cause : undefined;
+  const causeCode = errorCode(cause);
+  if ((code === undefined || code === 'UND_ERR_SOCKET') && causeCode !== undefined) code = causeCode;
+  if (code === undefined) return { kind: 'network', code: 'UPSTREAM_ERROR' };
+  if (TIMEOUT_CODES.has(code)) return { kind: 'timeout', code };
+  if (INVALID_REQUEST_CODES.has(code)) return { kind: 'invalid_request', code };
+  return { kind: 'network', code };
+}

@@ -1,0 +1,692 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../log.js';
+import type { Identity, RawRequest, Target, EnvelopeKind } from '../normalize/envelope.js';
+import type { Decision, Denied } from '../enforce/decision.js';
+import type { Connector, DispatchOutcome } from '../connector/connector.js';
+import { decide } from '../enforce/pipeline.js';
+import { identityFromProxyAuthorization } from './proxy-auth.js';
+import { parseAuthority, parseHost, hostPatternMatches, type ParsedAuthority } from './hostname.js';
+import { readClientHello } from './client-hello.js';
+import type { LeafCertificates } from './leaf-certs.js';
+import { sendReply, sendReplyRaw, type SidecarReply } from './respond.js';
+
+export interface InterceptorOptions {
+  readonly listenHost: string;
+  readonly listenPort: number;
+  readonly defaultAgentId: string;
+  /** Host patterns (`api.example.com`, `*.example.com`) tunnelled blind after a host-level decision. */
+  readonly bypassHosts: readonly string[];
+  readonly leafCerts: LeafCertificates;
+  readonly connector: Connector;
+  readonly log: Logger;
+  /** How long a fresh tunnel may take to send its first TLS bytes. */
+  readonly clientHelloTimeoutMs?: number;
+}
+
+/** What a MITM'd TLS connection remembers about the CONNECT that opened it. */
+interface TunnelContext {
+  readonly target: Target;
+  readonly identity: Identity;
+  /** The ClientHello named another host than the CONNECT target: every request in it gets a 400. */
+  readonly sniMismatch: string | null;
+}
+
+/** What the decision log line says about the request itself. */
+interface LoggedRequest {
+  readonly method: string;
+  readonly target: Target;
+  readonly pathAndQuery: string | null;
+}
+
+/** Result of reading the request target of one HTTP request. */
+type TargetResult =
+  | { readonly ok: true; readonly target: Target; readonly pathAndQuery: string }
+  | { readonly ok: false; readonly reply: Omit<SidecarReply, 'requestId'> };
+
+const HTTP_PREFIX = 'http://';
+const HTTPS_PREFIX = 'https://';
+const WS_SCHEME = /^ws:\/\//i;
+/** An HTTP/1.x request line start: a method token then a space. */
+const HTTP_REQUEST_LINE = /^[A-Z]{3,10} /;
+
+function badRequest(reason: string, message: string): { ok: false; reply: Omit<SidecarReply, 'requestId'> } {
+  return { ok: false, reply: { status: 400, decision: 'deny', stage: 'intercept', reason, message } };
+}
+
+function sameAuthority(a: ParsedAuthority, b: Target): boolean {
+  return a.host === b.host && a.port === b.port;
+}
+
+/**
+ * Split an absolute-form request target (`http://host[:port]/path?q`) into target and origin-form
+ * path. Done by hand rather than with `new URL()` because URL silently "fixes" input (it would turn
+ * `http://a\\b` into `a/b`, percent-encode, drop default ports) and what we forward must be what we
+ * decided on.
+ */
+function parseAbsoluteForm(url: string, scheme: 'http' | 'https'): TargetResult {
+  const prefix = scheme === 'http' ? HTTP_PREFIX : HTTPS_PREFIX;
+  if (url.length < prefix.length || url.slice(0, prefix.length).toLowerCase() !== prefix) {
+    return badRequest('bad_request_target', `request target must start with ${prefix}`);
+  }
+  let end = url.length;
+  for (let i = prefix.length; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) {
+      end = i;
+      break;
+    }
+  }
+  const authority = url.slice(prefix.length, end);
+  if (authority.includes('@')) {
+    return badRequest('bad_request_target', 'credentials in the request URL are not accepted');
+  }
+  const parsed = parseAuthority(authority, scheme === 'http' ? 80 : 443);
+  if (parsed === null) return badRequest('bad_host', 'the request URL does not name a valid host');
+  let rest = url.slice(end);
+  if (rest.startsWith('#')) rest = '';
+  const hash = rest.indexOf('#');
+  if (hash !== -1) rest = rest.slice(0, hash);
+  const pathAndQuery = rest === '' ? '/' : rest.startsWith('?') ? `/${rest}` : rest;
+  return {
+    ok: true,
+    target: { scheme, host: parsed.host, kind: parsed.kind, port: parsed.port },
+    pathAndQuery,
+  };
+}
+
+/** The Host header must name the very target the sidecar decides on and connects to. */
+function checkHostHeader(req: IncomingMessage, target: Target): TargetResult | null {
+  const hostHeader = req.headers.host;
+  if (hostHeader === undefined) return null; // HTTP/1.0 without Host: the target alone decides
+  const parsed = parseAuthority(hostHeader, target.scheme === 'http' ? 80 : 443);
+  if (parsed === null || !sameAuthority(parsed, target)) {
+    return badRequest('host_mismatch', 'the Host header does not match the request target');
+  }
+  return null;
+}
+
+/**
+ * The interception layer: an explicit forward proxy (absolute-form HTTP and CONNECT), TLS MITM for
+ * CONNECT tunnels, blind tunnels for bypassed hosts, and WebSocket upgrades. Built on node:http and
+ * node:tls directly; see README "Dependencies" for why http-mitm-proxy is not used.
+ */
+export class Interceptor {
+  readonly #opts: InterceptorOptions;
+  readonly #log: Logger;
+  /** The listening forward-proxy server. */
+  readonly #server: http.Server;
+  /** Never listens: it parses HTTP on decrypted tunnel sockets handed to it with 'connection'. */
+  readonly #tunnelServer: http.Server;
+  readonly #tunnels = new WeakMap<object, TunnelContext>();
+  /** Every client socket (plain and decrypted), so a drain can end them. */
+  readonly #sockets = new Set<Duplex>();
+  #inFlight = 0;
+  #draining = false;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(opts: InterceptorOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
+    const serverOptions: http.ServerOptions = {
+      // Long uploads and long-polls are normal for agents; slowloris is bounded by headersTimeout.
+      requestTimeout: 0,
+      headersTimeout: 30_000,
+      keepAliveTimeout: 30_000,
+      maxHeaderSize: 32 * 1024,
+    };
+    this.#server = http.createServer(serverOptions);
+    this.#tunnelServer = http.createServer(serverOptions);
+
+    this.#server.on('connection', (s: Socket) => this.#track(s));
+    this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onForwardRequest(req, res));
+    this.#server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.#onConnect(req, socket as Socket, head),
+    );
+    this.#server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.#onForwardUpgrade(req, socket, head),
+    );
+    this.#server.on('clientError', (err: Error, socket: Duplex) => this.#onClientError(err, socket));
+
+    this.#tunnelServer.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onTunnelRequest(req, res));
+    this.#tunnelServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.#onTunnelUpgrade(req, socket, head),
+    );
+    this.#tunnelServer.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      this.#reply(socket, {
+        status: 400,
+        decision: 'deny',
+        stage: 'intercept',
+        reason: 'nested_connect',
+        message: 'CONNECT inside a tunnel is not allowed',
+        requestId: randomUUID(),
+      });
+    });
+    this.#tunnelServer.on('clientError', (err: Error, socket: Duplex) => this.#onClientError(err, socket));
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.#server.once('error', onError);
+      this.#server.listen(this.#opts.listenPort, this.#opts.listenHost, () => {
+        this.#server.off('error', onError);
+        this.#server.on('error', (err) => this.#log.error({ err }, 'proxy listener error'));
+        resolve(this.#server.address() as AddressInfo);
+      });
+    });
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /**
+   * Stop accepting, let in-flight requests finish for up to `graceMs`, then cut whatever is left
+   * (idle keep-alive connections and tunnels are closed at once).
+   */
+  async drain(graceMs: number): Promise<{ cut: number }> {
+    this.#draining = true;
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeIdleConnections();
+    this.#tunnelServer.closeIdleConnections();
+    if (this.#inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.#idleWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    const cut = this.#inFlight;
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
+    await closed;
+    return { cut };
+  }
+
+  #track(socket: Duplex): void {
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    // A client that resets mid-request must never surface as an unhandled 'error'.
+    socket.on('error', () => undefined);
+  }
+
+  #begin(): void {
+    this.#inFlight++;
+  }
+
+  #end(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #reply(socket: Duplex, reply: SidecarReply): void {
+    sendReplyRaw(socket, reply);
+    this.#logLine(reply.requestId, null, null, reply, null, 0);
+  }
+
+  #identity(req: IncomingMessage): Identity | null {
+    const result = identityFromProxyAuthorization(req.headers['proxy-authorization'], this.#opts.defaultAgentId);
+    return result.ok ? result.identity : null;
+  }
+
+  #proxyAuthReply(requestId: string): SidecarReply {
+    return {
+      status: 407,
+      decision: 'deny',
+      stage: 'intercept',
+      reason: 'proxy_auth_malformed',
+      message: 'Proxy-Authorization must be Basic base64(agent_id:token)',
+      requestId,
+      headers: { 'proxy-authenticate': 'Basic realm="firma"' },
+    };
+  }
+
+  #decide(kind: EnvelopeKind, requestId: string, identity: Identity, method: string, target: Target, pathAndQuery: string | null): Decision {
+    const raw: RawRequest = { requestId, kind, identity, method, target, pathAndQuery };
+    return decide(raw, (err) => this.#log.error({ err, request_id: requestId }, 'enforcement failed; denied'));
+  }
+
+  // ---------------------------------------------------------------- plain HTTP (absolute-form)
+
+  #onForwardRequest(req: IncomingMessage, res: ServerResponse): void {
+    const requestId = randomUUID();
+    const url = req.url ?? '';
+    if (url.startsWith('/')) {
+      this.#replyHttp(res, {
+        ...badRequest('not_a_proxy_request', 'this is an HTTP proxy: send absolute-form requests or CONNECT').reply,
+        requestId,
+      });
+      return;
+    }
+    if (url.length >= HTTPS_PREFIX.length && url.slice(0, HTTPS_PREFIX.length).toLowerCase() === HTTPS_PREFIX) {
+      this.#replyHttp(res, {
+        ...badRequest('use_connect', 'https:// targets must be reached with CONNECT').reply,
+        requestId,
+      });
+      return;
+    }
+    const parsed = parseAbsoluteForm(url, 'http');
+    if (!parsed.ok) return this.#replyHttp(res, { ...parsed.reply, requestId });
+    const hostCheck = checkHostHeader(req, parsed.target);
+    if (hostCheck !== null && !hostCheck.ok) return this.#replyHttp(res, { ...hostCheck.reply, requestId });
+    const identity = this.#identity(req);
+    if (identity === null) return this.#replyHttp(res, this.#proxyAuthReply(requestId));
+    this.#handle(req, res, requestId, identity, parsed.target, parsed.pathAndQuery);
+  }
+
+  // ---------------------------------------------------------------- requests inside a MITM tunnel
+
+  #onTunnelRequest(req: IncomingMessage, res: ServerResponse): void {
+    const requestId = randomUUID();
+    const tunnel = this.#tunnels.get(req.socket);
+    if (tunnel === undefined) {
+      // Cannot happen: every socket handed to the tunnel server is registered first. Fail closed.
+      return this.#replyHttp(res, {
+        status: 400,
+        decision: 'deny',
+        stage: 'intercept',
+        reason: 'unknown_tunnel',
+        message: 'request arrived on an unknown tunnel',
+        requestId,
+      });
+    }
+    const resolved = this.#tunnelTarget(req, tunnel);
+    if (!resolved.ok) return this.#replyHttp(res, { ...resolved.reply, requestId });
+    this.#handle(req, res, requestId, tunnel.identity, tunnel.target, resolved.pathAndQuery);
+  }
+
+  /** Inside a tunnel the CONNECT target is the only destination: SNI, Host and any absolute URI must agree. */
+  #tunnelTarget(req: IncomingMessage, tunnel: TunnelContext): TargetResult {
+    if (tunnel.sniMismatch !== null) {
+      return badRequest('sni_mismatch', `TLS server name ${tunnel.sniMismatch} does not match the CONNECT target`);
+    }
+    const url = req.url ?? '';
+    let pathAndQuery: string;
+    if (url.startsWith('/')) {
+      pathAndQuery = url;
+    } else {
+      const abs = parseAbsoluteForm(url, tunnel.target.scheme);
+      if (!abs.ok) return abs;
+      if (abs.target.host !== tunnel.target.host || abs.target.port !== tunnel.target.port) {
+        return badRequest('host_mismatch', 'the request URL does not match the CONNECT target');
+      }
+      pathAndQuery = abs.pathAndQuery;
+    }
+    const hostCheck = checkHostHeader(req, tunnel.target);
+    if (hostCheck !== null) return hostCheck;
+    return { ok: true, target: tunnel.target, pathAndQuery };
+  }
+
+  // ---------------------------------------------------------------- one exchange: decide, dispatch, log
+
+  #handle(req: IncomingMessage, res: ServerResponse, requestId: string, identity: Identity, target: Target, pathAndQuery: string): void {
+    const started = performance.now();
+    const method = req.method ?? 'GET';
+    const decision = this.#decide('request', requestId, identity, method, target, pathAndQuery);
+    if (this.#draining) res.shouldKeepAlive = false;
+    if (decision.verdict === 'deny') {
+      this.#denyHttp(res, decision, identity, { method, target, pathAndQuery }, started);
+      return;
+    }
+    this.#begin();
+    this.#opts.connector.forward(decision, req, res).then(
+      (outcome) => {
+        this.#end();
+        this.#logLine(requestId, identity, { method, target, pathAndQuery }, null, outcome, started);
+      },
+      (err: unknown) => {
+        this.#end();
+        this.#log.error({ err, request_id: requestId }, 'connector failed');
+        this.#replyHttp(res, {
+          status: 502,
+          decision: 'allow',
+          stage: 'connector',
+          reason: 'network',
+          message: 'the request could not be dispatched',
+          requestId,
+        });
+      },
+    );
+  }
+
+  #denyHttp(res: ServerResponse, d: Denied, identity: Identity, req: LoggedRequest, started: number): void {
+    const reply: SidecarReply = {
+      status: d.status,
+      decision: 'deny',
+      stage: d.stage,
+      reason: d.reason,
+      message: d.message,
+      requestId: d.envelope.requestId,
+      policyIds: d.policyIds,
+    };
+    sendReply(res, reply);
+    this.#logLine(d.envelope.requestId, identity, req, reply, null, started);
+  }
+
+  #replyHttp(res: ServerResponse, reply: SidecarReply): void {
+    // A request body we refuse is not read; closing keeps a half-sent body from being parsed as a request.
+    sendReply(res, reply, reply.status === 400 || reply.status === 407);
+    this.#logLine(reply.requestId, null, null, reply, null, 0);
+  }
+
+  // ---------------------------------------------------------------- CONNECT
+
+  #onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    this.#track(socket);
+    const requestId = randomUUID();
+    const target = parseAuthority(req.url ?? '', null);
+    if (target === null) {
+      this.#reply(socket, {
+        status: 400,
+        decision: 'deny',
+        stage: 'intercept',
+        reason: 'bad_connect_target',
+        message: 'CONNECT needs host:port with a valid host name or IP literal',
+        requestId,
+      });
+      return;
+    }
+    const identity = this.#identity(req);
+    if (identity === null) {
+      this.#reply(socket, this.#proxyAuthReply(requestId));
+      return;
+    }
+    if (this.#draining) {
+      this.#reply(socket, {
+        status: 503,
+        decision: 'deny',
+        stage: 'intercept',
+        reason: 'shutting_down',
+        message: 'the sidecar is shutting down',
+        requestId,
+        headers: { 'retry-after': '1' },
+      });
+      return;
+    }
+    const tunnelTarget: Target = { scheme: 'https', host: target.host, kind: target.kind, port: target.port };
+    const bypass = this.#opts.bypassHosts.some((p) => hostPatternMatches(p, target.host));
+    if (head.length > 0) socket.unshift(head);
+    if (bypass) {
+      void this.#blindTunnel(socket, requestId, identity, tunnelTarget);
+    } else {
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      void this.#mitm(socket, requestId, identity, tunnelTarget);
+    }
+  }
+
+  async #mitm(socket: Socket, requestId: string, identity: Identity, target: Target): Promise<void> {
+    const { bytes, result } = await readClientHello(socket, { timeoutMs: this.#opts.clientHelloTimeoutMs ?? 10_000 });
+    if (result.state === 'not_tls') {
+      if (HTTP_REQUEST_LINE.test(bytes.toString('latin1', 0, Math.min(bytes.length, 16)))) {
+        // Plain HTTP inside CONNECT: undici's ProxyAgent (so Node's fetch behind a proxy) tunnels http://
+        // URLs this way by default. Every request in it is parsed and enforced like absolute-form HTTP.
+        const plainTarget: Target = { ...target, scheme: 'http' };
+        socket.unshift(bytes);
+        this.#tunnels.set(socket, { target: plainTarget, identity, sniMismatch: null });
+        this.#tunnelServer.emit('connection', socket);
+        socket.resume();
+        return;
+      }
+      // Anything else that is not TLS (SSH, raw TCP…) never passes: answer in plain HTTP and close.
+      this.#reply(socket, {
+        status: 400,
+        decision: 'deny',
+        stage: 'intercept',
+        reason: 'not_tls',
+        message: 'this tunnel carries TLS or HTTP only',
+        requestId,
+      });
+      return;
+    }
+    if (result.state !== 'ok') {
+      this.#log.debug({ request_id: requestId, host: target.host, why: result.reason }, 'tunnel closed before a ClientHello');
+      socket.destroy();
+      return;
+    }
+    let certHost: ParsedAuthority | { host: string; kind: Target['kind'] } = target;
+    let sniMismatch: string | null = null;
+    if (result.serverName !== null) {
+      const sni = parseHost(result.serverName);
+      if (sni === null) {
+        socket.destroy();
+        return;
+      }
+      if (sni.host !== target.host) {
+        // Finish the handshake for the name the client asked for, then answer every request with a
+        // clear 400: nothing is ever sent to either host.
+        sniMismatch = sni.host;
+        certHost = sni;
+      }
+    }
+    socket.unshift(bytes);
+    let tls: TLSSocket;
+    try {
+      tls = new TLSSocket(socket, {
+        isServer: true,
+        secureContext: this.#opts.leafCerts.secureContextFor(certHost),
+        ALPNProtocols: ['http/1.1'],
+      });
+    } catch (err) {
+      this.#log.error({ err, request_id: requestId }, 'could not start TLS on tunnel');
+      socket.destroy();
+      return;
+    }
+    tls.on('error', (err) => {
+      this.#log.debug({ request_id: requestId, host: target.host, code: (err as NodeJS.ErrnoException).code }, 'tunnel TLS error');
+      tls.destroy();
+    });
+    this.#tunnels.set(tls, { target, identity, sniMismatch });
+    this.#track(tls);
+    this.#tunnelServer.emit('connection', tls);
+  }
+
+  async #blindTunnel(socket: Socket, requestId: string, identity: Identity, target: Target): Promise<void> {
+    const started = performance.now();
+    const decision = this.#decide('tunnel', requestId, identity, 'CONNECT', target, null);
+    if (decision.verdict === 'deny') {
+      const reply: SidecarReply = {
+        status: decision.status,
+        decision: 'deny',
+        stage: decision.stage,
+        reason: decision.reason,
+        message: decision.message,
+        requestId,
+        policyIds: decision.policyIds,
+      };
+      this.#reply(socket, reply);
+      return;
+    }
+    this.#begin();
+    const dialed = await this.#opts.connector.dialTunnel(decision);
+    if (!dialed.ok) {
+      this.#end();
+      this.#reply(socket, { ...dialed.reply, requestId });
+      return;
+    }
+    const upstream = dialed.socket;
+    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    const { bytes, result } = await readClientHello(socket, { timeoutMs: this.#opts.clientHelloTimeoutMs ?? 10_000 });
+    let refuse: string | null = null;
+    if (result.state === 'not_tls') refuse = 'not_tls';
+    else if (result.state === 'invalid') refuse = 'bad_client_hello';
+    else if (result.serverName !== null) {
+      const sni = parseHost(result.serverName);
+      if (sni === null || sni.host !== target.host) refuse = 'sni_mismatch';
+    }
+    if (refuse !== null) {
+      // A blind tunnel cannot carry an HTTP answer; the reason goes to the log (and the audit).
+      upstream.destroy();
+      socket.destroy();
+      this.#end();
+      this.#logLine(requestId, identity, { method: 'CONNECT', target, pathAndQuery: null }, {
+        status: 400,
+        decision: 'deny',
+        stage: 'intercept',
+        reason: refuse,
+        message: '',
+        requestId,
+      }, null, started);
+      return;
+    }
+    upstream.write(bytes);
+    let bytesIn = bytes.length;
+    let bytesOut = 0;
+    socket.on('data', (b: Buffer) => (bytesIn += b.length));
+    upstream.on('data', (b: Buffer) => (bytesOut += b.length));
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+    socket.resume();
+    let done = false;
+    const close = (): void => {
+      if (done) return;
+      done = true;
+      socket.destroy();
+      upstream.destroy();
+      this.#end();
+      this.#logLine(requestId, identity, { method: 'CONNECT', target, pathAndQuery: null }, null, {
+        status: 200,
+        upstreamStatus: null,
+        error: null,
+        errorCode: null,
+        bytesIn,
+        bytesOut,
+        clientAborted: false,
+      }, started);
+    };
+    socket.on('close', close);
+    upstream.on('close', close);
+    upstream.on('error', close);
+  }
+
+  // ---------------------------------------------------------------- WebSocket upgrades
+
+  #onForwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.#track(socket);
+    const requestId = randomUUID();
+    const url = req.url ?? '';
+    // ws:// arrives as absolute-form http:// from proxy-aware clients.
+    const parsed = parseAbsoluteForm(url.replace(WS_SCHEME, HTTP_PREFIX), 'http');
+    if (!parsed.ok) return this.#reply(socket, { ...parsed.reply, requestId });
+    const hostCheck = checkHostHeader(req, parsed.target);
+    if (hostCheck !== null && !hostCheck.ok) return this.#reply(socket, { ...hostCheck.reply, requestId });
+    const identity = this.#identity(req);
+    if (identity === null) return this.#reply(socket, this.#proxyAuthReply(requestId));
+    this.#handleUpgrade(req, socket, head, requestId, identity, parsed.target, parsed.pathAndQuery);
+  }
+
+  #onTunnelUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const requestId = randomUUID();
+    const tunnel = this.#tunnels.get(socket);
+    if (tunnel === undefined) {
+      socket.destroy();
+      return;
+    }
+    const resolved = this.#tunnelTarget(req, tunnel);
+    if (!resolved.ok) return this.#reply(socket, { ...resolved.reply, requestId });
+    this.#handleUpgrade(req, socket, head, requestId, tunnel.identity, tunnel.target, resolved.pathAndQuery);
+  }
+
+  #handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string, identity: Identity, target: Target, pathAndQuery: string): void {
+    const started = performance.now();
+    const method = req.method ?? 'GET';
+    const decision = this.#decide('websocket', requestId, identity, method, target, pathAndQuery);
+    if (decision.verdict === 'deny') {
+      this.#reply(socket, {
+        status: decision.status,
+        decision: 'deny',
+        stage: decision.stage,
+        reason: decision.reason,
+        message: decision.message,
+        requestId,
+        policyIds: decision.policyIds,
+      });
+      return;
+    }
+    this.#begin();
+    this.#opts.connector.upgrade(decision, req, socket, head).then(
+      (outcome) => {
+        this.#end();
+        this.#logLine(requestId, identity, { method, target, pathAndQuery }, null, outcome, started);
+      },
+      (err: unknown) => {
+        this.#end();
+        this.#log.error({ err, request_id: requestId }, 'upgrade failed');
+        socket.destroy();
+      },
+    );
+  }
+
+  // ---------------------------------------------------------------- malformed input
+
+  #onClientError(err: Error & { code?: string }, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+    this.#reply(socket, {
+      status: tooLarge ? 431 : timeout ? 408 : 400,
+      decision: 'deny',
+      stage: 'intercept',
+      reason: tooLarge ? 'headers_too_large' : timeout ? 'request_timeout' : 'malformed_request',
+      message: tooLarge
+        ? 'request headers are too large'
+        : timeout
+          ? 'the request headers did not arrive in time'
+          : 'the request is not valid HTTP/1.1',
+      requestId: randomUUID(),
+    });
+  }
+
+  // ---------------------------------------------------------------- the one decision log line
+
+  #logLine(
+    requestId: string,
+    identity: Identity | null,
+    req: LoggedRequest | null,
+    reply: SidecarReply | null,
+    outcome: DispatchOutcome | null,
+    started: number,
+  ): void {
+    if (!this.#log.isLevelEnabled('info')) return;
+    const q = req?.pathAndQuery?.indexOf('?') ?? -1;
+    this.#log.info(
+      {
+        request_id: requestId,
+        agent_id: identity?.agentId,
+        method: req?.method,
+        host: req?.target.host,
+        port: req?.target.port,
+        // Query values may carry secrets; the path alone is logged.
+        path: req?.pathAndQuery == null ? undefined : q === -1 ? req.pathAndQuery : req.pathAndQuery.slice(0, q),
+        decision: reply?.decision ?? 'allow',
+        stage: reply?.stage,
+        reason: reply?.reason,
+        status: reply?.status ?? outcome?.status,
+        error: outcome?.error ?? undefined,
+        error_code: outcome?.errorCode ?? undefined,
+        bytes_in: outcome?.bytesIn,
+        bytes_out: outcome?.bytesOut,
+        client_aborted: outcome?.clientAborted || undefined,
+        duration_ms: started === 0 ? undefined : Math.round((performance.now() - started) * 100) / 100,
+      },
+      'request',
+    );
+  }
+}
+

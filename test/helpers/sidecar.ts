@@ -1,0 +1,128 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Writable } from 'node:stream';
+import { createInterface } from 'node:readline';
+import { parseConfigText } from '../../src/config/index.js';
+import { createLogger } from '../../src/log.js';
+import { Sidecar } from '../../src/sidecar.js';
+import { upstreamPki } from './pki.js';
+
+export const REPO = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(REPO, 'dist', 'cli', 'main.js');
+
+export interface TestSidecar {
+  readonly sidecar: Sidecar;
+  readonly proxyUrl: string;
+  readonly proxyPort: number;
+  readonly adminUrl: string;
+  readonly caPem: string;
+  readonly caPath: string;
+  readonly dir: string;
+  /** Every log line the sidecar wrote (JSON text). */
+  readonly logs: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * An in-process sidecar on ephemeral ports, with its own CA in a fresh folder and the test upstream CA
+ * trusted for upstream TLS. `extraToml` is appended to a minimal firma.toml.
+ */
+export async function startTestSidecar(extraToml = '', sections: { sidecar?: string; mitm?: string } = {}): Promise<TestSidecar> {
+  const dir = mkdtempSync(join(tmpdir(), 'firma-sidecar-'));
+  const toml = `
+[sidecar]
+log_level = "info"
+drain_timeout_ms = 2000
+${sections.sidecar ?? ''}
+[sidecar.interceptor]
+listen = "127.0.0.1:0"
+[sidecar.interceptor.mitm]
+ca_dir = "certs"
+${sections.mitm ?? ''}
+[sidecar.admin]
+listen = "127.0.0.1:0"
+${extraToml}
+`;
+  const file = join(dir, 'firma.toml');
+  writeFileSync(file, toml);
+  const config = parseConfigText(toml, file, dir);
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') logs.push(line);
+      cb();
+    },
+  });
+  const log = createLogger('info', { destination: sink });
+  const sidecar = await Sidecar.start({ config, log, upstreamCaPems: [upstreamPki().caPem] });
+  const caPath = sidecar.ca.certPath;
+  return {
+    sidecar,
+    proxyUrl: `http://127.0.0.1:${sidecar.proxyAddress.port}`,
+    proxyPort: sidecar.proxyAddress.port,
+    adminUrl: `http://127.0.0.1:${sidecar.adminAddress.port}`,
+    caPem: readFileSync(caPath, 'utf8'),
+    caPath,
+    dir,
+    logs,
+    stop: async () => {
+      await sidecar.stop();
+    },
+  };
+}
+
+export interface SidecarProcess {
+  readonly proc: ChildProcess;
+  readonly proxyPort: number;
+  readonly adminPort: number;
+  readonly lines: string[];
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>;
+}
+
+/**
+ * `firma start` as a real process (what `npm start` runs). Waits for the "ready" log line and reads
+ * the bound ports from it.
+ */
+export async function spawnSidecar(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<SidecarProcess> {
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    cwd: opts.cwd,
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: upstreamPki().caPath, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  const stderr: string[] = [];
+  proc.stderr?.on('data', (c: Buffer) => stderr.push(c.toString()));
+  const rl = createInterface({ input: proc.stdout! });
+  const ready = await new Promise<{ proxy: string; admin: string }>((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sidecar not ready in 20 s: ${lines.join('\n')} ${stderr.join('')}`)), 20_000);
+    rl.on('line', (line) => {
+      lines.push(line);
+      try {
+        const o = JSON.parse(line) as { msg?: string; proxy?: string; admin?: string };
+        if (o.msg === 'firma sidecar ready' && o.proxy !== undefined && o.admin !== undefined) {
+          clearTimeout(timer);
+          resolveReady({ proxy: o.proxy, admin: o.admin });
+        }
+      } catch {
+        // not JSON: ignore
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`sidecar exited with ${code}: ${stderr.join('')} ${lines.join('\n')}`));
+    });
+  });
+  const port = (hp: string): number => Number(hp.slice(hp.lastIndexOf(':') + 1));
+  return { proc, proxyPort: port(ready.proxy), adminPort: port(ready.admin), lines, exited };
+}
+
+/** Write a firma.toml into a fresh folder and return the folder. */
+export function configDir(toml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'firma-proc-'));
+  writeFileSync(join(dir, 'firma.toml'), toml);
+  return dir;
+}
