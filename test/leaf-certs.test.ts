@@ -132,7 +132,7 @@ t.test('openssl verify accepts the leaf', { skip: hasOpenssl() ? false : 'openss
 async function handshake(
   leaves: LeafCertificates,
   servername: string,
-): Promise<{ authorized: boolean; error: Error | null; peerSubject: string; alpn: string | false }> {
+): Promise<{ authorized: boolean; error: Error | null; peerSubject: string; alpn: string | false | null }> {
   const server = tls.createServer({
     SNICallback: (name, cb) => {
       const h = parseHost(name);

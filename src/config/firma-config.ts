@@ -28,7 +28,7 @@ export const firmaConfigSchema = s
         log_level: s
           .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
           .default('info')
-          .describe('Minimum level of log lines written to stderr.'),
+          .describe('Minimum level of the JSON log lines written to stdout (pretty when stdout is a terminal).'),
         drain_timeout_ms: s
           .integer({ min: 0, max: 600_000 })
           .default(10_000)

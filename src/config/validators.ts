@@ -86,9 +86,11 @@ export function resolveConfigRelativePath(text: string, ctx: TransformContext): 
 }
 
 export const AGENT_ID_PATTERN = '^[A-Za-z0-9._:@-]{1,128}$';
+/** Agent ids are logged and audited; the same rule holds for config and for Proxy-Authorization. */
+export const AGENT_ID = new RegExp(AGENT_ID_PATTERN);
 
 export function checkAgentId(text: string): string | undefined {
-  return new RegExp(AGENT_ID_PATTERN).test(text)
+  return AGENT_ID.test(text)
     ? undefined
     : `expected 1 to 128 characters of A-Z a-z 0-9 . _ : @ -, got ${describeValue(text)}`;
 }

@@ -408,7 +408,13 @@ function writeExclusive(p: string, data: string, mode: number): void {
 export function initCa(dir: string): { ca: CertificateAuthority; created: boolean } {
   const certPath = path.join(dir, CA_CERT_FILE);
   const keyPath = path.join(dir, CA_KEY_FILE);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new FirmaError('FIRMA_CA_CORRUPT', `cannot create the CA directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, {
+      cause: err,
+    });
+  }
   if (statIfExists(certPath) !== null || statIfExists(keyPath) !== null) {
     return { ca: loadCa(dir), created: false };
   }

@@ -1,7 +1,5 @@
 import type { Identity } from '../normalize/envelope.js';
-
-/** Agent ids are safe to log and to put in audit events; keep them to a conservative alphabet. */
-const AGENT_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+import { AGENT_ID } from '../config/validators.js';
 
 export type ProxyAuthResult =
   | { readonly ok: true; readonly identity: Identity }
