@@ -6,6 +6,14 @@
 import { s } from './schema-dsl.js';
 import type { Infer } from './schema-dsl.js';
 import {
+  checkEnvName,
+  checkHeaderName,
+  checkHttpUrl,
+  checkRedisUrl,
+  parseAllowPrivate,
+  parseUpstreamHost,
+  parseVaultSecretPath,
+  type UpstreamHostKey,
   AGENT_ID_PATTERN,
   LISTEN_JSON_PATTERN,
   checkAgentId,
@@ -68,13 +76,161 @@ export const firmaConfigSchema = s
             default_timeout_ms: s
               .integer({ min: 1, max: 3_600_000 })
               .default(30_000)
-              .describe('Upstream timeout for hosts without their own timeout_ms (milliseconds).'),
+              .describe('For hosts without their own timeout_ms: bound on rate-limit wait + connect + time to response headers (milliseconds).'),
+            idle_timeout_ms: s
+              .integer({ min: 1, max: 86_400_000 })
+              .default(60_000)
+              .describe('Longest silence allowed inside a streaming request or response body before it is cut; total duration is never bounded (milliseconds).'),
+            allow_private: s
+              .array(s.string().transform(parseAllowPrivate), { unique: true })
+              .default([])
+              .describe('Private destinations allowed past the SSRF guard, as CIDR or CIDR:port ("10.0.0.0/8:5432", "127.0.0.1/32", "[fd00::/8]:443"). Cloud metadata addresses are never allowed.'),
+            hosts: s
+              .array(
+                s
+                  .table({
+                    host: s
+                      .string()
+                      .transform(parseUpstreamHost)
+                      .describe('Exact upstream host, optionally with :port (without a port: the scheme default, 443 or 80).'),
+                    rps: s
+                      .integer({ min: 1, max: 1_000_000 })
+                      .optional()
+                      .describe('Token-bucket refill rate, requests per second. Absent: no rate limit.'),
+                    burst: s
+                      .integer({ min: 1, max: 1_000_000 })
+                      .optional()
+                      .describe('Token-bucket size (requests that may go at once). Default: rps.'),
+                    timeout_ms: s
+                      .integer({ min: 1, max: 3_600_000 })
+                      .optional()
+                      .describe('Bound on rate-limit wait + connect + time to response headers. Default: default_timeout_ms.'),
+                    idle_timeout_ms: s
+                      .integer({ min: 1, max: 86_400_000 })
+                      .optional()
+                      .describe('Longest silence inside a streaming body. Default: idle_timeout_ms.'),
+                  })
+                  .refine((h) => (h.burst !== undefined && h.rps === undefined ? 'burst needs rps' : undefined)),
+              )
+              .default([])
+              .refine((hosts) => duplicateOf(hosts.map((h) => hostKey(h.host)), 'host'))
+              .describe('Per-host limits: [[sidecar.connector.hosts]].'),
           })
           .describe('Upstream dispatch.'),
       })
       .describe('Sidecar settings.'),
+
+    credentials: s
+      .array(
+        s
+          .table({
+            host: s
+              .string()
+              .transform(parseUpstreamHost)
+              .describe('Exact upstream host the credential is injected for, optionally with :port (without: 443, or 80 with allow_plaintext).'),
+            mode: s.enum(['basic', 'vault']).describe('"basic": value from an environment variable; "vault": from HashiCorp Vault KV v2.'),
+            header: s.string().refine(checkHeaderName).default('Authorization').describe('Header to set; replaces any header of that name the agent sent.'),
+            prefix: s.string().default('').describe('Prepended to the value, e.g. "Bearer ".'),
+            value_from_env: s.string().refine(checkEnvName).optional().describe('mode = "basic": environment variable holding the value (checked at startup).'),
+            secret_path: s.string().transform(parseVaultSecretPath).optional().describe('mode = "vault": KV v2 "mount/data/path#field".'),
+            allow_plaintext: s.boolean().default(false).describe('Also inject over plain http:// (never by default).'),
+          })
+          .refine(checkCredential),
+      )
+      .default([])
+      .refine((creds) => duplicateOf(creds.map((c) => `${hostKey(c.host)} ${c.header.toLowerCase()}`), 'host and header'))
+      .describe('Credentials injected by the connector after a request is allowed: [[credentials]].'),
+
+    vault: s
+      .table({
+        address: s.string().refine(checkHttpUrl).default('http://127.0.0.1:8200').describe('Vault server URL.'),
+        auth: s.enum(['token', 'approle', 'kubernetes']).default('token').describe('How the sidecar logs in to Vault.'),
+        namespace: s.string().default('').describe('Vault Enterprise namespace (X-Vault-Namespace); "" for none.'),
+        token_env: s.string().refine(checkEnvName).default('VAULT_TOKEN').describe('auth = "token": environment variable holding the token.'),
+        approle_mount: s.string().default('approle').describe('auth = "approle": mount path of the AppRole auth method.'),
+        role_id_env: s.string().refine(checkEnvName).optional().describe('auth = "approle": environment variable holding the role_id.'),
+        role_id_file: s.string().transform(resolveConfigRelativePath).optional().describe('auth = "approle": file holding the role_id.'),
+        secret_id_env: s.string().refine(checkEnvName).optional().describe('auth = "approle": environment variable holding the secret_id.'),
+        secret_id_file: s.string().transform(resolveConfigRelativePath).optional().describe('auth = "approle": file holding the secret_id.'),
+        kubernetes_mount: s.string().default('kubernetes').describe('auth = "kubernetes": mount path of the Kubernetes auth method.'),
+        kubernetes_role: s.string().default('').describe('auth = "kubernetes": Vault role to log in as.'),
+        kubernetes_jwt_file: s
+          .string()
+          .transform(resolveConfigRelativePath)
+          .default('/var/run/secrets/kubernetes.io/serviceaccount/token')
+          .describe('auth = "kubernetes": service account token file.'),
+        cache_ttl_ms: s.integer({ min: 0, max: 86_400_000 }).default(60_000).describe('How long a secret value is reused before it is read again (rotation takes effect within this).'),
+        timeout_ms: s.integer({ min: 1, max: 60_000 }).default(5_000).describe('Timeout of each Vault HTTP call.'),
+      })
+      .refine(checkVaultAuth)
+      .describe('HashiCorp Vault, for credentials with mode = "vault".'),
+
+    redis: s
+      .table({
+        url: s.string().refine(checkRedisUrl).default('').describe('Redis for rate limits shared across replicas, e.g. "redis://127.0.0.1:6379"; "" keeps buckets in memory.'),
+        key_prefix: s.string().default('firma').describe('Prefix of the Redis keys.'),
+        on_error: s
+          .enum(['deny', 'local'])
+          .default('deny')
+          .describe('When Redis cannot be reached: "deny" refuses rate-limited requests (fail closed); "local" falls back to per-replica buckets.'),
+        timeout_ms: s.integer({ min: 1, max: 60_000 }).default(500).describe('Bound on each Redis call; past it the on_error rule applies.'),
+      })
+      .describe('Shared rate-limit state.'),
   })
   .describe('Firma Sidecar configuration (firma.toml).');
+
+function hostKey(h: UpstreamHostKey): string {
+  return h.port === null ? h.host : `${h.host}:${h.port}`;
+}
+
+/** A message naming the first repeated key, or undefined. */
+function duplicateOf(keys: readonly string[], what: string): string | undefined {
+  const seen = new Map<string, number>();
+  for (const [i, k] of keys.entries()) {
+    const first = seen.get(k);
+    if (first !== undefined) return `duplicate ${what} ${JSON.stringify(k)} (entries ${first + 1} and ${i + 1})`;
+    seen.set(k, i);
+  }
+  return undefined;
+}
+
+interface CredentialFields {
+  mode: 'basic' | 'vault';
+  value_from_env?: string | undefined;
+  secret_path?: unknown;
+}
+
+/** Mode-specific keys, and for "basic" the variable must be set now (a missing secret is a startup error). */
+function checkCredential(c: CredentialFields): string | undefined {
+  if (c.mode === 'basic') {
+    if (c.secret_path !== undefined) return 'secret_path is for mode = "vault"';
+    if (c.value_from_env === undefined) return 'mode = "basic" needs value_from_env';
+    const value = process.env[c.value_from_env];
+    if (value === undefined || value === '') return `environment variable ${c.value_from_env} is not set (value_from_env)`;
+    return undefined;
+  }
+  if (c.value_from_env !== undefined) return 'value_from_env is for mode = "basic"';
+  if (c.secret_path === undefined) return 'mode = "vault" needs secret_path ("mount/data/path#field")';
+  return undefined;
+}
+
+interface VaultFields {
+  auth: 'token' | 'approle' | 'kubernetes';
+  role_id_env?: string | undefined;
+  role_id_file?: string | undefined;
+  secret_id_env?: string | undefined;
+  secret_id_file?: string | undefined;
+  kubernetes_role: string;
+}
+
+function checkVaultAuth(v: VaultFields): string | undefined {
+  if (v.auth === 'approle') {
+    if ((v.role_id_env === undefined) === (v.role_id_file === undefined)) return 'auth = "approle" needs exactly one of role_id_env, role_id_file';
+    if ((v.secret_id_env === undefined) === (v.secret_id_file === undefined)) return 'auth = "approle" needs exactly one of secret_id_env, secret_id_file';
+  }
+  if (v.auth === 'kubernetes' && v.kubernetes_role === '') return 'auth = "kubernetes" needs kubernetes_role';
+  return undefined;
+}
 
 export type FirmaConfigValues = Infer<typeof firmaConfigSchema>;
 

@@ -61,6 +61,8 @@ interface Def<Out> {
   readonly json: () => JsonSchema;
   readonly description?: string | undefined;
   readonly defaultValue?: { readonly value: JsonValue } | undefined;
+  /** Key may be absent with no default: the output is then `undefined`. */
+  readonly optional?: boolean | undefined;
   readonly fields?: Fields | undefined;
 }
 
@@ -84,6 +86,15 @@ export class Schema<Out, In = Out> {
   get hasDefault(): boolean {
     return this.def.defaultValue !== undefined;
   }
+  /** Absent is fine: the key has a default or is optional. */
+  get isOptional(): boolean {
+    return this.def.defaultValue !== undefined || this.def.optional === true;
+  }
+
+  /** Makes the key optional without a default (e.g. a per-host override that inherits a global value). */
+  optional(): Schema<Out | undefined, In | undefined> {
+    return new Schema<Out | undefined, In | undefined>({ ...(this.def as Def<Out | undefined>), optional: true });
+  }
 
   describe(text: string): Schema<Out, In> {
     return new Schema<Out, In>({ ...this.def, description: text });
@@ -101,6 +112,7 @@ export class Schema<Out, In = Out> {
       kind: inner.kind,
       description: inner.description,
       defaultValue: inner.defaultValue,
+      optional: inner.optional,
       fields: inner.fields,
       json: () => ({ ...inner.json(), ...json }),
       parse: (value, path, ctx) => {
@@ -386,7 +398,7 @@ function array<S extends AnySchema>(item: S, opts: ArrayOptions = {}): Schema<Ar
 
 function table<F extends Fields>(fields: F): Schema<TableOutput<F>, TableInput<F>> {
   const names = Object.keys(fields);
-  const allOptional = names.every((name) => fields[name]?.hasDefault === true);
+  const allOptional = names.every((name) => fields[name]?.isOptional === true);
   return new Schema<TableOutput<F>, TableInput<F>>({
     kind: 'table',
     fields,
@@ -398,7 +410,7 @@ function table<F extends Fields>(fields: F): Schema<TableOutput<F>, TableInput<F
         const field = fields[name];
         if (field === undefined) continue;
         properties[name] = field.jsonSchema();
-        if (!field.hasDefault) required.push(name);
+        if (!field.isOptional) required.push(name);
       }
       return { type: 'object', properties, ...(required.length > 0 ? { required } : {}), additionalProperties: false };
     },
@@ -422,6 +434,8 @@ function table<F extends Fields>(fields: F): Schema<TableOutput<F>, TableInput<F
           parsed = field.def.parse(value[name], childPath, ctx);
         } else if (field.def.defaultValue !== undefined) {
           parsed = field.def.parse(structuredClone(field.def.defaultValue.value), childPath, { ...ctx, bigint: false });
+        } else if (field.def.optional === true) {
+          continue;
         } else {
           ctx.issues.push({ path: childPath, kind: 'missing_key', message: `missing required key ${JSON.stringify(name)}` });
           ok = false;

@@ -6,6 +6,8 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import type { Failure, TransformContext } from './schema-dsl.js';
 import { describeValue, fail } from './schema-dsl.js';
+import { parseAuthority, parseHost } from '../intercept/hostname.js';
+import { parseCidrRule, type CidrRule } from '../connector/cidr.js';
 
 export interface ListenAddress {
   /** IPv4 literal, IPv6 literal without brackets, or "localhost". */
@@ -93,4 +95,82 @@ export function checkAgentId(text: string): string | undefined {
   return AGENT_ID.test(text)
     ? undefined
     : `expected 1 to 128 characters of A-Z a-z 0-9 . _ : @ -, got ${describeValue(text)}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// connector, credentials, vault, redis
+// ---------------------------------------------------------------------------------------------------
+
+/** An upstream named in config: exact host, and a port when one was given (else the scheme's default). */
+export interface UpstreamHostKey {
+  readonly host: string;
+  readonly port: number | null;
+  /** As written, lowercased: for messages and duplicate detection. */
+  readonly text: string;
+}
+
+export function parseUpstreamHost(text: string): UpstreamHostKey | Failure {
+  const got = `got ${describeValue(text)}`;
+  const withPort = parseAuthority(text, null);
+  if (withPort !== null) return { host: withPort.host, port: withPort.port, text: text.toLowerCase() };
+  const bare = parseHost(text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text);
+  if (bare !== null) return { host: bare.host, port: null, text: text.toLowerCase() };
+  return fail(`expected an exact host name or IP, optionally with :port ("api.openai.com", "127.0.0.1:9100"), ${got}`);
+}
+
+export function parseAllowPrivate(text: string): CidrRule | Failure {
+  const rule = parseCidrRule(text);
+  return typeof rule === 'string'
+    ? fail(`expected CIDR or CIDR:port ("10.0.0.0/8:5432", "127.0.0.1/32", "[fd00::/8]:443"), got ${describeValue(text)}: ${rule}`)
+    : rule;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export function checkEnvName(text: string): string | undefined {
+  return ENV_NAME.test(text) ? undefined : `expected an environment variable name, got ${describeValue(text)}`;
+}
+
+/** RFC 9110 token: what a header name may be. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+export function checkHeaderName(text: string): string | undefined {
+  return HEADER_NAME.test(text) ? undefined : `expected an HTTP header name, got ${describeValue(text)}`;
+}
+
+/** KV v2 `mount/data/path#field`. */
+export interface VaultSecretRef {
+  /** API path after /v1/, e.g. `secret/data/stripe`. */
+  readonly path: string;
+  readonly field: string;
+}
+
+export function parseVaultSecretPath(text: string): VaultSecretRef | Failure {
+  const hash = text.lastIndexOf('#');
+  const path = hash === -1 ? text : text.slice(0, hash);
+  const field = hash === -1 ? '' : text.slice(hash + 1);
+  const segments = path.split('/');
+  if (field === '' || segments.length < 3 || segments[1] !== 'data' || segments.some((s) => s === '' || s === '.' || s === '..')) {
+    return fail(`expected a KV v2 path "mount/data/path#field" (e.g. "secret/data/stripe#api_key"), got ${describeValue(text)}`);
+  }
+  return { path, field };
+}
+
+export function checkHttpUrl(text: string): string | undefined {
+  try {
+    const u = new URL(text);
+    if ((u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === '') return undefined;
+  } catch {
+    // fall through
+  }
+  return `expected an http:// or https:// URL without credentials, got ${describeValue(text)}`;
+}
+
+export function checkRedisUrl(text: string): string | undefined {
+  if (text === '') return undefined;
+  try {
+    const u = new URL(text);
+    if (u.protocol === 'redis:' || u.protocol === 'rediss:') return undefined;
+  } catch {
+    // fall through
+  }
+  return `expected "" (no Redis) or a redis:// or rediss:// URL, got ${describeValue(text)}`;
 }
