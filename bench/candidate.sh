@@ -16,6 +16,11 @@ LEVEL="${FIRMA_BENCH_LOG_LEVEL:-warn}"
 ADMIN_PORT="${FIRMA_BENCH_ADMIN_PORT:-0}"
 BYPASS=""
 if [[ -n "${BENCH_TUNNEL_HOST:-}" ]]; then BYPASS="\"${BENCH_TUNNEL_HOST}\""; fi
+MAIN="$ROOT/dist/cli/main.js"
+# The harness's upstream is on 127.0.0.1: let it past the SSRF guard when this sidecar version has one.
+ALLOW_PRIVATE=""
+SCHEMA="$(node "$MAIN" schema 2>/dev/null || true)"
+if [[ "$SCHEMA" == *'"allow_private"'* ]]; then ALLOW_PRIVATE='allow_private = ["127.0.0.0/8"]'; fi
 mkdir -p "$STATE"
 CONFIG="$STATE/firma.toml"
 cat > "$CONFIG" <<TOML
@@ -31,5 +36,6 @@ bypass_hosts = [${BYPASS}]
 listen = "127.0.0.1:${ADMIN_PORT}"
 [sidecar.connector]
 default_timeout_ms = 30000
+${ALLOW_PRIVATE}
 TOML
-exec node "$ROOT/dist/cli/main.js" start --config "$CONFIG"
+exec node "$MAIN" start --config "$CONFIG"

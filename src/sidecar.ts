@@ -6,18 +6,21 @@ import { LeafCertificates } from './intercept/leaf-certs.js';
 import { Interceptor } from './intercept/proxy.js';
 import { Connector } from './connector/connector.js';
 import { AdminServer } from './admin/server.js';
+import { HostPolicies } from './connector/host-policy.js';
+import { createRateLimiter } from './connector/rate-limit.js';
+import { createCredentialInjector } from './connector/credentials.js';
+import { EgressGuard, type LookupFunction } from './connector/ssrf.js';
 
 export interface SidecarStartOptions {
   readonly config: FirmaConfig;
   readonly log: Logger;
   /** Extra roots trusted for upstream TLS, on top of Node's bundle and NODE_EXTRA_CA_CERTS. */
   readonly upstreamCaPems?: readonly string[];
+  /** Name resolution for upstream dials (default: the system resolver, `dns.lookup`). */
+  readonly lookup?: LookupFunction;
 }
 
 export type SidecarState = 'ready' | 'draining' | 'stopped';
-
-/** Until the connector issue brings `idle_timeout_ms`, streaming bodies may be silent this long. */
-const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 
 /**
  * One running sidecar: CA, interceptor, connector and admin listener wired together. `start()`
@@ -32,6 +35,7 @@ export class Sidecar {
   readonly #interceptor: Interceptor;
   readonly #connector: Connector;
   readonly #admin: AdminServer;
+  readonly #release: () => Promise<void>;
   #state: SidecarState = 'ready';
 
   private constructor(parts: {
@@ -43,6 +47,7 @@ export class Sidecar {
     admin: AdminServer;
     proxyAddress: AddressInfo;
     adminAddress: AddressInfo;
+    release: () => Promise<void>;
   }) {
     this.config = parts.config;
     this.#log = parts.log;
@@ -52,6 +57,7 @@ export class Sidecar {
     this.#admin = parts.admin;
     this.proxyAddress = parts.proxyAddress;
     this.adminAddress = parts.adminAddress;
+    this.#release = parts.release;
   }
 
   static async start(opts: SidecarStartOptions): Promise<Sidecar> {
@@ -59,9 +65,22 @@ export class Sidecar {
     const { ca, created } = initCa(config.sidecar.interceptor.mitm.ca_dir);
     if (created) log.info({ ca_cert: ca.certPath }, 'created a new local CA; give agents its certificate (firma ca export --env)');
     const leafCerts = new LeafCertificates(ca);
+    const hosts = new HostPolicies(config.sidecar.connector);
+    const buckets = hosts.buckets();
+    const limiter = buckets.length === 0 ? null : createRateLimiter(buckets, config.redis, { log });
+    const { injector: credentials, close: closeCredentials } = createCredentialInjector(config);
+    // The guard must know the sidecar's own listeners (to refuse loops); they are bound just below.
+    const listeners: Array<{ address: string; port: number }> = [];
+    const guard = new EgressGuard({
+      allowPrivate: config.sidecar.connector.allow_private,
+      ownListeners: () => listeners,
+      ...(opts.lookup !== undefined ? { lookup: opts.lookup } : {}),
+    });
     const connector = new Connector({
-      defaultTimeoutMs: config.sidecar.connector.default_timeout_ms,
-      idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
+      hosts,
+      limiter,
+      credentials,
+      guard,
       ...(opts.upstreamCaPems !== undefined ? { extraCaPems: opts.upstreamCaPems } : {}),
     });
     const interceptor = new Interceptor({
@@ -88,7 +107,24 @@ export class Sidecar {
       await interceptor.drain(0);
       throw err;
     }
-    sidecar = new Sidecar({ config, log, ca, interceptor, connector, admin, proxyAddress, adminAddress });
+    listeners.push(
+      { address: proxyAddress.address, port: proxyAddress.port },
+      { address: adminAddress.address, port: adminAddress.port },
+    );
+    sidecar = new Sidecar({
+      config,
+      log,
+      ca,
+      interceptor,
+      connector,
+      admin,
+      proxyAddress,
+      adminAddress,
+      release: async () => {
+        await limiter?.close();
+        await closeCredentials();
+      },
+    });
     log.info(
       {
         proxy: `${proxyAddress.address}:${proxyAddress.port}`,
@@ -121,6 +157,7 @@ export class Sidecar {
     this.#log.info({ in_flight: this.#interceptor.inFlight, grace_ms: grace }, 'draining');
     const { cut } = await this.#interceptor.drain(grace);
     await this.#connector.destroy();
+    await this.#release();
     await this.#admin.close();
     this.#state = 'stopped';
     this.#log.info({ cut }, 'stopped');

@@ -29,6 +29,8 @@ drain_timeout_ms = 5000
 listen = "127.0.0.1:0"
 [sidecar.admin]
 listen = "127.0.0.1:0"
+[sidecar.connector]
+allow_private = ["127.0.0.1/32"]
 `;
 
 let up: Upstream;

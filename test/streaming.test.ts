@@ -29,6 +29,8 @@ log_level = "info"
 listen = "127.0.0.1:0"
 [sidecar.admin]
 listen = "127.0.0.1:0"
+[sidecar.connector]
+allow_private = ["127.0.0.1/32"]
 `);
   sc = await spawnSidecar(['start'], { cwd: dir });
   proxyUrl = `http://127.0.0.1:${sc.proxyPort}`;

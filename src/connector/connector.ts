@@ -2,21 +2,31 @@ import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:
 import type { Duplex, Readable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher } from 'undici';
 import type { Allowed } from '../enforce/decision.js';
 import { isIssuedAllowed } from '../enforce/pipeline.js';
-import { FirmaError } from '../errors.js';
+import { FirmaError, errorCode } from '../errors.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from '../intercept/headers.js';
 import { sendReply, sendReplyRaw, type SidecarReply } from '../intercept/respond.js';
 import { formatAuthority } from '../intercept/hostname.js';
-import { CONNECTOR_ERROR_STATUS, classifyUpstreamError, type ConnectorErrorKind } from './errors.js';
+import { CONNECTOR_ERROR_STATUS, classifyUpstreamError, findDestinationDenied, type ConnectorErrorKind } from './errors.js';
+import type { HostPolicies, HostPolicy } from './host-policy.js';
+import type { RateLimiter } from './rate-limit.js';
+import type { CredentialInjector } from './credentials.js';
+import type { EgressGuard } from './ssrf.js';
+import { createGuardedConnect, dialTcp } from './dial.js';
 
 export interface ConnectorOptions {
-  readonly defaultTimeoutMs: number;
-  /** Max silence between two body chunks of a streaming response (or request) before it is cut. */
-  readonly idleTimeoutMs: number;
+  /** Per-host timeouts and rate-limit buckets. */
+  readonly hosts: HostPolicies;
+  /** Token buckets; null when no host has a rate limit. */
+  readonly limiter: RateLimiter | null;
+  /** Credentials to inject after allow; null when none are configured. */
+  readonly credentials: CredentialInjector | null;
+  /** SSRF guard applied when a connection is dialled. */
+  readonly guard: EgressGuard;
   /** Extra trusted roots for upstream TLS, added to Node's bundled roots (and NODE_EXTRA_CA_CERTS). */
   readonly extraCaPems?: readonly string[];
 }
@@ -34,6 +44,20 @@ export interface DispatchOutcome {
   readonly bytesOut: number;
   /** The agent went away before the response finished. */
   readonly clientAborted: boolean;
+  /** A credential was added to the request (never the value). */
+  readonly credentialInjected: boolean;
+  /** Time spent waiting for a rate-limit token. */
+  readonly waitedMs: number;
+}
+
+/** Everything decided before a byte goes upstream: the deadline and the credential to inject. */
+type Preflight =
+  | { readonly ok: true; readonly deadline: number; readonly policy: HostPolicy; readonly credentials: readonly ResolvedCredential[] | null; readonly waitedMs: number }
+  | { readonly ok: false; readonly reply: Omit<SidecarReply, 'requestId'>; readonly error: ConnectorErrorKind; readonly errorCode: string; readonly waitedMs: number };
+
+interface ResolvedCredential {
+  readonly header: string;
+  readonly value: string;
 }
 
 export type TunnelDial =
@@ -61,9 +85,10 @@ function hasRequestBody(req: IncomingMessage): boolean {
 }
 
 /**
- * The egress half: takes an `Allowed` from the pipeline and nothing else, dispatches it with undici
- * (keep-alive pools per origin), and streams both bodies with backpressure. It never retries, never
- * rewrites the payload and never decides; it reports a typed outcome.
+ * The egress half: takes an `Allowed` from the pipeline and nothing else, applies the host's limits,
+ * injects the credential the agent must never hold, dispatches with undici (keep-alive pools per
+ * origin, dialled through the SSRF guard) and streams both bodies with backpressure. It never retries,
+ * never rewrites the payload and never decides on policy; it reports a typed outcome.
  */
 export class Connector {
   readonly #agent: Agent;
@@ -71,14 +96,9 @@ export class Connector {
 
   constructor(opts: ConnectorOptions) {
     this.#opts = opts;
-    const connect: Record<string, unknown> = { timeout: opts.defaultTimeoutMs };
-    if (opts.extraCaPems !== undefined && opts.extraCaPems.length > 0) {
-      connect['ca'] = [...bundledAndEnvRoots(), ...opts.extraCaPems];
-    }
+    const ca = opts.extraCaPems !== undefined && opts.extraCaPems.length > 0 ? [...bundledAndEnvRoots(), ...opts.extraCaPems] : undefined;
     this.#agent = new Agent({
-      connect,
-      headersTimeout: opts.defaultTimeoutMs,
-      bodyTimeout: opts.idleTimeoutMs,
+      connect: createGuardedConnect(opts.guard, { ...(ca !== undefined ? { ca } : {}), timeoutMs: MAX_CONNECT_MS }),
       keepAliveTimeout: 4_000,
       keepAliveMaxTimeout: 60_000,
     });
@@ -91,10 +111,87 @@ export class Connector {
     }
   }
 
+  /**
+   * Rate limit, then credential. Both run after the decision and before any byte goes upstream; either
+   * failing means the request is not dispatched at all.
+   */
+  async #preflight(allowed: Allowed): Promise<Preflight> {
+    const target = allowed.envelope.target;
+    const policy = this.#opts.hosts.for(target);
+    const deadline = performance.now() + policy.timeoutMs;
+    let waitedMs = 0;
+    if (policy.bucket !== null && this.#opts.limiter !== null) {
+      const got = await this.#opts.limiter.acquire(policy.bucket, deadline);
+      if (!got.ok) {
+        const unavailable = got.reason === 'limiter_unavailable';
+        const seconds = Math.max(1, Math.ceil(got.retryAfterMs / 1000));
+        return {
+          ok: false,
+          error: 'rate_limited',
+          errorCode: unavailable ? 'LIMITER_UNAVAILABLE' : 'RATE_LIMITED',
+          waitedMs,
+          reply: {
+            status: unavailable ? 503 : 429,
+            decision: 'allow',
+            stage: 'connector',
+            reason: unavailable ? 'limiter_unavailable' : 'rate_limited',
+            message: unavailable
+              ? `the shared rate limit for ${policy.bucket} cannot be checked (Redis unreachable), so the request was not sent`
+              : `rate limit for ${policy.bucket} (${policy.rps}/s, burst ${policy.burst}): no token within ${policy.timeoutMs} ms`,
+            headers: { 'retry-after': String(seconds) },
+          },
+        };
+      }
+      waitedMs = got.waitedMs;
+    }
+    let credentials: ResolvedCredential[] | null = null;
+    const injector = this.#opts.credentials;
+    const entries = injector?.matchAll(target) ?? NONE;
+    if (injector !== null && entries.length > 0) {
+      try {
+        credentials = await Promise.all(entries.map((e) => injector.resolve(e)));
+      } catch (err) {
+        return {
+          ok: false,
+          error: 'credential',
+          errorCode: errorCode(err) ?? 'FIRMA_CREDENTIAL_UNAVAILABLE',
+          waitedMs,
+          reply: {
+            status: 502,
+            decision: 'allow',
+            stage: 'credentials',
+            reason: 'credential',
+            // CredentialError messages are written to be safe (source and cause, never the value).
+            message: err instanceof FirmaError ? err.message : `the credential for ${formatAuthority(target)} could not be obtained`,
+          },
+        };
+      }
+    }
+    return { ok: true, deadline, policy, credentials, waitedMs };
+  }
+
+  /** Headers for upstream: the agent's minus hop-by-hop, each credential replacing any same-named header. */
+  #headers(req: IncomingMessage, credentials: readonly ResolvedCredential[] | null, keepUpgrade: boolean): string[] {
+    const headers = upstreamRequestHeaders(req.rawHeaders, req.headers.connection, keepUpgrade);
+    if (credentials === null) return headers;
+    const replaced = new Set(credentials.map((c) => c.header.toLowerCase()));
+    const out: string[] = [];
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      if (!replaced.has((headers[i] as string).toLowerCase())) out.push(headers[i] as string, headers[i + 1] as string);
+    }
+    for (const c of credentials) out.push(c.header, c.value);
+    return out;
+  }
+
   /** Forward an ordinary HTTP exchange and stream the answer into `res`. */
-  forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse): Promise<DispatchOutcome> {
+  async forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse): Promise<DispatchOutcome> {
     this.#check(allowed);
     const requestId = allowed.envelope.requestId;
+    const pre = await this.#preflight(allowed);
+    if (!pre.ok) {
+      sendReply(res, { ...pre.reply, requestId });
+      return refused(pre);
+    }
     let bytesIn = 0;
     // Pull-based: undici reads the next chunk only when the upstream socket can take it, so a slow
     // upstream slows the agent's upload instead of filling the sidecar's memory. (A 'data' listener
@@ -107,6 +204,7 @@ export class Connector {
           }
         })()
       : null;
+    const credentialInjected = pre.credentials !== null;
 
     return new Promise<DispatchOutcome>((resolve) => {
       let bytesOut = 0;
@@ -114,12 +212,17 @@ export class Connector {
       let settled = false;
       let controller: Dispatcher.DispatchController | null = null;
       let waitingForDrain = false;
+      // One timer bounds connect + time to response headers against the request's deadline.
+      const timer = setTimeout(() => {
+        if (upstreamStatus === null) controller?.abort(new FirmaError('UND_ERR_HEADERS_TIMEOUT', 'deadline passed'));
+      }, Math.max(1, pre.deadline - performance.now()));
 
-      const finish = (o: Omit<DispatchOutcome, 'bytesIn' | 'bytesOut'>): void => {
+      const finish = (o: Pick<DispatchOutcome, 'status' | 'upstreamStatus' | 'error' | 'errorCode' | 'clientAborted'>): void => {
         if (settled) return;
         settled = true;
+        clearTimeout(timer);
         res.off('close', onClientClose);
-        resolve({ ...o, bytesIn, bytesOut });
+        resolve({ ...o, bytesIn, bytesOut, credentialInjected, waitedMs: pre.waitedMs });
       };
       const onClientClose = (): void => {
         if (settled || res.writableFinished) return;
@@ -136,9 +239,10 @@ export class Connector {
         onRequestStart(c) {
           controller = c;
         },
-        onResponseStart(c, statusCode, headers, statusMessage) {
+        onResponseStart(_c, statusCode, headers, statusMessage) {
           if (statusCode < 200) return; // 1xx interim answers are not relayed
           upstreamStatus = statusCode;
+          clearTimeout(timer);
           res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(headers as IncomingHttpHeaders));
           // Streams (SSE) must show their headers at once; other responses let the first write carry them.
           const ct = headers['content-type'];
@@ -158,28 +262,14 @@ export class Connector {
         },
         onResponseError(_c, err) {
           if (settled) return;
-          const classified = classifyUpstreamError(err);
+          const failure = describeFailure(err, allowed);
           if (upstreamStatus === null && !res.headersSent) {
-            const status = CONNECTOR_ERROR_STATUS[classified.kind];
-            sendReply(res, {
-              status,
-              decision: 'allow',
-              stage: 'connector',
-              reason: classified.kind,
-              message: upstreamMessage(classified.kind, classified.code, allowed),
-              requestId,
-            });
-            finish({ status, upstreamStatus, error: classified.kind, errorCode: classified.code, clientAborted: false });
+            sendReply(res, { ...failure.reply, requestId });
+            finish({ status: failure.reply.status, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
           } else {
             // Headers already went out: the only honest signal left is to cut the stream.
             res.destroy();
-            finish({
-              status: upstreamStatus ?? 502,
-              upstreamStatus,
-              error: classified.kind,
-              errorCode: classified.code,
-              clientAborted: false,
-            });
+            finish({ status: upstreamStatus ?? 502, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
           }
         },
       };
@@ -189,9 +279,11 @@ export class Connector {
           origin: originOf(allowed),
           path: pathOf(allowed),
           method: allowed.envelope.method as Dispatcher.HttpMethod,
-          headers: upstreamRequestHeaders(req.rawHeaders, req.headers.connection),
+          headers: this.#headers(req, pre.credentials, false),
           // undici accepts an AsyncIterable body (docs: Dispatcher.dispatch); its .d.ts omits it.
           body: body as unknown as Readable | null,
+          headersTimeout: pre.policy.timeoutMs,
+          bodyTimeout: pre.policy.idleTimeoutMs,
         },
         handler,
       );
@@ -202,20 +294,30 @@ export class Connector {
    * Relay a WebSocket (or other `Upgrade`) handshake. A 101 joins the two sockets; any other answer is
    * relayed as an ordinary response and the connection closed.
    */
-  upgrade(allowed: Allowed, req: IncomingMessage, client: Duplex, head: Buffer): Promise<DispatchOutcome> {
+  async upgrade(allowed: Allowed, req: IncomingMessage, client: Duplex, head: Buffer): Promise<DispatchOutcome> {
     this.#check(allowed);
     const requestId = allowed.envelope.requestId;
+    const pre = await this.#preflight(allowed);
+    if (!pre.ok) {
+      sendReplyRaw(client, { ...pre.reply, requestId });
+      return refused(pre);
+    }
     const protocol = req.headers.upgrade ?? 'websocket';
+    const credentialInjected = pre.credentials !== null;
     return new Promise<DispatchOutcome>((resolve) => {
       let bytesOut = 0;
       let upstreamStatus: number | null = null;
       let settled = false;
-      const finish = (o: Omit<DispatchOutcome, 'bytesIn' | 'bytesOut'>, bytesIn = 0): void => {
+      const finish = (o: Pick<DispatchOutcome, 'status' | 'upstreamStatus' | 'error' | 'errorCode' | 'clientAborted'>, bytesIn = 0): void => {
         if (settled) return;
         settled = true;
-        resolve({ ...o, bytesIn, bytesOut });
+        clearTimeout(timer);
+        resolve({ ...o, bytesIn, bytesOut, credentialInjected, waitedMs: pre.waitedMs });
       };
       let controller: Dispatcher.DispatchController | null = null;
+      const timer = setTimeout(() => {
+        if (upstreamStatus === null) controller?.abort(new FirmaError('UND_ERR_HEADERS_TIMEOUT', 'deadline passed'));
+      }, Math.max(1, pre.deadline - performance.now()));
       client.on('error', () => controller?.abort(new FirmaError('FIRMA_CLIENT_CLOSED', 'agent closed the connection')));
 
       const handler: Dispatcher.DispatchHandler = {
@@ -224,6 +326,7 @@ export class Connector {
         },
         onRequestUpgrade(_c, statusCode, headers, upstream) {
           upstreamStatus = statusCode;
+          clearTimeout(timer);
           client.write(rawHead(statusCode, headers as IncomingHttpHeaders, false));
           if (head.length > 0) upstream.write(head);
           let up = 0;
@@ -246,6 +349,7 @@ export class Connector {
         onResponseStart(_c, statusCode, headers) {
           if (statusCode < 200) return;
           upstreamStatus = statusCode;
+          clearTimeout(timer);
           client.write(rawHead(statusCode, headers as IncomingHttpHeaders, true));
         },
         onResponseData(c, chunk) {
@@ -261,21 +365,10 @@ export class Connector {
         },
         onResponseError(_c, err) {
           if (settled) return;
-          const classified = classifyUpstreamError(err);
-          const status = CONNECTOR_ERROR_STATUS[classified.kind];
-          if (upstreamStatus === null) {
-            sendReplyRaw(client, {
-              status,
-              decision: 'allow',
-              stage: 'connector',
-              reason: classified.kind,
-              message: upstreamMessage(classified.kind, classified.code, allowed),
-              requestId,
-            });
-          } else {
-            client.destroy();
-          }
-          finish({ status, upstreamStatus, error: classified.kind, errorCode: classified.code, clientAborted: false });
+          const failure = describeFailure(err, allowed);
+          if (upstreamStatus === null) sendReplyRaw(client, { ...failure.reply, requestId });
+          else client.destroy();
+          finish({ status: failure.reply.status, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
         },
       };
       this.#agent.dispatch(
@@ -283,9 +376,10 @@ export class Connector {
           origin: originOf(allowed),
           path: pathOf(allowed),
           method: 'GET',
-          headers: upstreamRequestHeaders(req.rawHeaders, req.headers.connection, true),
+          headers: this.#headers(req, pre.credentials, true),
           upgrade: Array.isArray(protocol) ? protocol.join(', ') : protocol,
           body: null,
+          headersTimeout: pre.policy.timeoutMs,
         },
         handler,
       );
@@ -293,40 +387,22 @@ export class Connector {
   }
 
   /**
-   * Open the upstream TCP connection of a blind (bypassed) tunnel. The caller answers the CONNECT only
-   * after this succeeded, so an unreachable upstream is a real 502/504, not a dead tunnel.
+   * Open the upstream TCP connection of a blind (bypassed) tunnel, through the same limits and SSRF
+   * guard. The caller answers the CONNECT only after this succeeded, so an unreachable upstream is a
+   * real 502/504, not a dead tunnel. Credentials cannot be injected into a tunnel we do not decrypt.
    */
-  dialTunnel(allowed: Allowed): Promise<TunnelDial> {
+  async dialTunnel(allowed: Allowed): Promise<TunnelDial> {
     this.#check(allowed);
+    const pre = await this.#preflight(allowed);
+    if (!pre.ok) return { ok: false, error: pre.error, reply: pre.reply };
     const t = allowed.envelope.target;
-    return new Promise<TunnelDial>((resolve) => {
-      const socket = netConnect({ host: t.host, port: t.port });
-      const fail = (err: unknown): void => {
-        socket.destroy();
-        const c = classifyUpstreamError(err);
-        resolve({
-          ok: false,
-          error: c.kind,
-          reply: {
-            status: CONNECTOR_ERROR_STATUS[c.kind],
-            decision: 'allow',
-            stage: 'connector',
-            reason: c.kind,
-            message: upstreamMessage(c.kind, c.code, allowed),
-          },
-        });
-      };
-      socket.setTimeout(this.#opts.defaultTimeoutMs, () =>
-        fail(new FirmaError('UND_ERR_CONNECT_TIMEOUT', 'connect timeout')),
-      );
-      socket.once('error', fail);
-      socket.once('connect', () => {
-        socket.setTimeout(0);
-        socket.off('error', fail);
-        socket.on('error', () => undefined); // the tunnel's close handler reports it
-        resolve({ ok: true, socket });
-      });
-    });
+    try {
+      const socket = await dialTcp(this.#opts.guard, t.host, t.port, Math.max(1, pre.deadline - performance.now()));
+      return { ok: true, socket };
+    } catch (err) {
+      const failure = describeFailure(err, allowed);
+      return { ok: false, error: failure.kind, reply: failure.reply };
+    }
   }
 
   async close(): Promise<void> {
@@ -336,6 +412,49 @@ export class Connector {
   async destroy(): Promise<void> {
     await this.#agent.destroy();
   }
+}
+
+const NONE: readonly never[] = [];
+
+/** Upper bound for the TCP/TLS connect itself; the request's own deadline usually ends it sooner. */
+const MAX_CONNECT_MS = 3_600_000;
+
+function refused(pre: Extract<Preflight, { ok: false }>): DispatchOutcome {
+  return {
+    status: pre.reply.status,
+    upstreamStatus: null,
+    error: pre.error,
+    errorCode: pre.errorCode,
+    bytesIn: 0,
+    bytesOut: 0,
+    clientAborted: false,
+    credentialInjected: false,
+    waitedMs: pre.waitedMs,
+  };
+}
+
+/** A dispatch failure as the sidecar answers it: SSRF denials are 403s, the rest SPEC §3 statuses. */
+function describeFailure(err: unknown, allowed: Allowed): { kind: ConnectorErrorKind; code: string; reply: Omit<SidecarReply, 'requestId'> } {
+  const denied = findDestinationDenied(err);
+  if (denied !== null) {
+    return {
+      kind: 'network',
+      code: denied.code,
+      reply: { status: 403, decision: 'deny', stage: 'connector', reason: denied.reason, message: denied.message },
+    };
+  }
+  const c = classifyUpstreamError(err);
+  return {
+    kind: c.kind,
+    code: c.code,
+    reply: {
+      status: CONNECTOR_ERROR_STATUS[c.kind],
+      decision: 'allow',
+      stage: 'connector',
+      reason: c.kind,
+      message: upstreamMessage(c.kind, c.code, allowed),
+    },
+  };
 }
 
 /** Status line and headers for a response written straight onto a socket. */

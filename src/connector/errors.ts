@@ -39,3 +39,29 @@ export function classifyUpstreamError(err: unknown): ClassifiedError {
   if (INVALID_REQUEST_CODES.has(code)) return { kind: 'invalid_request', code };
   return { kind: 'network', code };
 }
+
+export interface DestinationDenial {
+  readonly code: string;
+  readonly reason: string;
+  readonly message: string;
+}
+
+/**
+ * The SSRF guard's refusal, wherever undici put it (the error itself or a `cause`). Its message is
+ * written for the agent (host, address, class, how to allow), so it is passed on as is.
+ */
+export function findDestinationDenied(err: unknown): DestinationDenial | null {
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && typeof current === 'object' && current !== null; depth++) {
+    if (errorCode(current) === 'FIRMA_DESTINATION_DENIED') {
+      const e = current as { reason?: unknown; message?: unknown };
+      return {
+        code: 'FIRMA_DESTINATION_DENIED',
+        reason: typeof e.reason === 'string' ? e.reason : 'destination_denied',
+        message: typeof e.message === 'string' ? e.message : 'the destination address is not allowed',
+      };
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return null;
+}

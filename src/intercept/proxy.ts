@@ -565,6 +565,8 @@ export class Interceptor {
         bytesIn,
         bytesOut,
         clientAborted: false,
+        credentialInjected: false,
+        waitedMs: 0,
       }, started);
     };
     socket.on('close', close);
@@ -683,6 +685,8 @@ export class Interceptor {
         bytes_in: outcome?.bytesIn,
         bytes_out: outcome?.bytesOut,
         client_aborted: outcome?.clientAborted || undefined,
+        credential_injected: outcome?.credentialInjected || undefined,
+        waited_ms: outcome !== null && outcome.waitedMs > 0 ? Math.round(outcome.waitedMs) : undefined,
         duration_ms: started === 0 ? undefined : Math.round((performance.now() - started) * 100) / 100,
       },
       'request',

@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { parseConfigText } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { Sidecar } from '../../src/sidecar.js';
+import type { LookupFunction } from '../../src/connector/ssrf.js';
 import { upstreamPki } from './pki.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
@@ -29,7 +30,18 @@ export interface TestSidecar {
  * An in-process sidecar on ephemeral ports, with its own CA in a fresh folder and the test upstream CA
  * trusted for upstream TLS. `extraToml` is appended to a minimal firma.toml.
  */
-export async function startTestSidecar(extraToml = '', sections: { sidecar?: string; mitm?: string } = {}): Promise<TestSidecar> {
+export interface TestSidecarOptions {
+  /** Lines for [sidecar]. */
+  readonly sidecar?: string;
+  /** Lines for [sidecar.interceptor.mitm]. */
+  readonly mitm?: string;
+  /** Lines for [sidecar.connector]; default allows the loopback test upstreams past the SSRF guard. */
+  readonly connector?: string;
+  /** Name resolution for upstream dials (tests of the SSRF guard). */
+  readonly lookup?: LookupFunction;
+}
+
+export async function startTestSidecar(extraToml = '', sections: TestSidecarOptions = {}): Promise<TestSidecar> {
   const dir = mkdtempSync(join(tmpdir(), 'firma-sidecar-'));
   const toml = `
 [sidecar]
@@ -43,6 +55,8 @@ ca_dir = "certs"
 ${sections.mitm ?? ''}
 [sidecar.admin]
 listen = "127.0.0.1:0"
+[sidecar.connector]
+${sections.connector ?? 'allow_private = ["127.0.0.1/32"]'}
 ${extraToml}
 `;
   const file = join(dir, 'firma.toml');
@@ -56,7 +70,12 @@ ${extraToml}
     },
   });
   const log = createLogger('info', { destination: sink });
-  const sidecar = await Sidecar.start({ config, log, upstreamCaPems: [upstreamPki().caPem] });
+  const sidecar = await Sidecar.start({
+    config,
+    log,
+    upstreamCaPems: [upstreamPki().caPem],
+    ...(sections.lookup !== undefined ? { lookup: sections.lookup } : {}),
+  });
   const caPath = sidecar.ca.certPath;
   return {
     sidecar,

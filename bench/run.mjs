@@ -1,0 +1,934 @@
+#!/usr/bin/env node
+// Firma Sidecar loopback benchmark: the sidecar vs a direct connection, same client, same upstream.
+//   npm run bench                         # build, then this script (~70 s)
+//   node bench/run.mjs --help             # options
+// See bench/README.md for what every figure means. Writes bench/results/latest.{json,md}.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import net from 'node:net';
+import tls from 'node:tls';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { Agent, ProxyAgent, request } from 'undici';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.dirname(HERE);
+const SIDECAR_MAIN = path.join(ROOT, 'dist', 'cli', 'main.js');
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [options])
+
+  --log-level L       sidecar log_level: ${LEVELS.join('|')} (default warn; info = one line per request)
+  --duration S        measured seconds per load phase (default 10)
+  --warmup S          unmeasured seconds before each load phase (default 2)
+  --concurrency N     keep-alive connections / in-flight requests of the load client (default 16)
+  --max-requests N    request cap per load phase (default 300000)
+  --large-reps N      50 MiB downloads per scheme and path, median reported (default 3)
+  --sse-reps N        SSE streams per scheme and path, median reported (default 2)
+  --newhost-reps N    fresh host names / IPs per first-connection round, median reported; one round
+                      right after start (cold process), one after the load phases (default 5, max 10)
+  --wait-quiet S      before each phase wait up to S s for other processes to use < 15 % of a core;
+                      a disturbed load phase is repeated once if time allows (default 10; 0 = never)
+  --max-total S       abort the whole run after S seconds (default 180)
+  --no-pin            do not pin (default with >= 2 cores: sidecar on CPU 1, client + upstream on CPU 0)
+  --out DIR           results directory (default bench/results)
+  --keep-tmp          keep the temporary directory (certs, configs, sidecar log)
+`;
+
+// ------------------------------------------------------------------------------------------ options
+let args;
+try {
+  args = parseArgs({
+    options: {
+      'log-level': { type: 'string', default: 'warn' },
+      duration: { type: 'string', default: '10' },
+      warmup: { type: 'string', default: '2' },
+      concurrency: { type: 'string', default: '16' },
+      'max-requests': { type: 'string', default: '300000' },
+      'large-reps': { type: 'string', default: '3' },
+      'sse-reps': { type: 'string', default: '2' },
+      'newhost-reps': { type: 'string', default: '5' },
+      'max-total': { type: 'string', default: '180' },
+      'wait-quiet': { type: 'string', default: '10' },
+      'no-pin': { type: 'boolean', default: false },
+      out: { type: 'string', default: path.join(HERE, 'results') },
+      'keep-tmp': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }).values;
+} catch (err) {
+  process.stderr.write(`${err.message}\n\n${USAGE}`);
+  process.exit(2);
+}
+if (args.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const num = (name, min, max) => {
+  const v = Number(args[name]);
+  if (!Number.isFinite(v) || v < min || v > max) {
+    process.stderr.write(`--${name} must be a number in [${min}, ${max}]\n`);
+    process.exit(2);
+  }
+  return v;
+};
+const OPT = {
+  logLevel: args['log-level'],
+  duration: num('duration', 0.5, 120),
+  warmup: num('warmup', 0, 30),
+  concurrency: Math.floor(num('concurrency', 1, 1024)),
+  maxRequests: Math.floor(num('max-requests', 1, 10_000_000)),
+  largeReps: Math.floor(num('large-reps', 1, 20)),
+  sseReps: Math.floor(num('sse-reps', 1, 20)),
+  newhostReps: Math.floor(num('newhost-reps', 1, 10)),
+  maxTotal: num('max-total', 10, 3600),
+  waitQuiet: num('wait-quiet', 0, 600),
+  out: path.resolve(args.out),
+  keepTmp: args['keep-tmp'],
+};
+if (!LEVELS.includes(OPT.logLevel)) {
+  process.stderr.write(`--log-level must be one of ${LEVELS.join(', ')}\n`);
+  process.exit(2);
+}
+if (!fs.existsSync(SIDECAR_MAIN)) {
+  process.stderr.write(`${SIDECAR_MAIN} is missing: build first (npm run build, or use npm run bench)\n`);
+  process.exit(2);
+}
+
+// ------------------------------------------------------------------------------------------ helpers
+const T0 = performance.now();
+const progress = (msg) => process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const round = (v, d = 1) => (v === null || v === undefined || !Number.isFinite(v) ? null : Math.round(v * 10 ** d) / 10 ** d);
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return null;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const quantile = (sorted, q) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
+const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
+const run = (cmd, argv, opts = {}) => {
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${r.stderr || r.error?.message}`);
+  return r.stdout;
+};
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+const NCPU = os.availableParallelism?.() ?? os.cpus().length;
+const PIN = !args['no-pin'] && NCPU >= 2 && has('taskset');
+
+/** utime + stime of a process (all its threads), in clock ticks. */
+function procTicks(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]); // fields 14 and 15 of proc(5)
+  } catch {
+    return null;
+  }
+}
+/** VmRSS / VmHWM in MiB. */
+function procMem(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
+    return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+  } catch {
+    return { rss: null, hwm: null };
+  }
+}
+/** Reset VmHWM to the current RSS (proc(5) clear_refs "5"); false if not permitted. */
+function resetHwm(pid) {
+  try {
+    fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+/** Per-CPU [busy, total] ticks from /proc/stat (busy = user+nice+system+irq+softirq+steal). */
+function cpuTicks() {
+  const out = [];
+  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const v = m[2].trim().split(/\s+/).map(Number);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = v;
+    out[Number(m[1])] = { busy: user + nice + system + irq + softirq + steal, proc: user + nice + system, total: v.slice(0, 8).reduce((a, b) => a + b, 0) };
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------ lifecycle
+const children = new Set();
+let tmp = null;
+function cleanup() {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {}
+  }
+  children.clear();
+  if (tmp && !OPT.keepTmp) fs.rmSync(tmp, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+const watchdog = setTimeout(() => {
+  progress(`aborting: the run exceeded --max-total ${OPT.maxTotal} s`);
+  process.exit(3);
+}, OPT.maxTotal * 1000);
+
+if (PIN) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
+const pinTo = (cpu) => (PIN ? ['taskset', '-c', String(cpu)] : []);
+
+// ------------------------------------------------------------------------------------------ certs
+tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'firma-bench-'));
+const EXTRA_IPS = Array.from({ length: 2 * OPT.newhostReps }, (_, i) => `127.0.0.${i + 2}`);
+function makeUpstreamCerts() {
+  const p = (f) => path.join(tmp, f);
+  run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p('up-ca.key')]);
+  run('openssl', ['req', '-x509', '-new', '-key', p('up-ca.key'), '-sha256', '-days', '2', '-subj', '/CN=firma bench upstream CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', p('up-ca.crt')]);
+  run('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p('up.key')]);
+  run('openssl', ['req', '-new', '-key', p('up.key'), '-subj', '/CN=localhost', '-out', p('up.csr')]);
+  const san = ['DNS:localhost', 'IP:127.0.0.1', ...EXTRA_IPS.map((ip) => `IP:${ip}`)].join(',');
+  fs.writeFileSync(p('up.ext'), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n`);
+  run('openssl', ['x509', '-req', '-in', p('up.csr'), '-CA', p('up-ca.crt'), '-CAkey', p('up-ca.key'), '-CAcreateserial',
+    '-days', '2', '-sha256', '-extfile', p('up.ext'), '-out', p('up.crt')]);
+  return { caPath: p('up-ca.crt'), ca: fs.readFileSync(p('up-ca.crt'), 'utf8'), cert: p('up.crt'), key: p('up.key') };
+}
+
+// ------------------------------------------------------------------------------------------ children
+function cleanEnv(extra) {
+  const env = { ...process.env, ...extra };
+  for (const k of Object.keys(env)) if (/^(https?|all|no)_proxy$/i.test(k)) delete env[k];
+  return env;
+}
+
+async function startUpstream(certs) {
+  const argv = [...pinTo(0), process.execPath, path.join(HERE, 'upstream.mjs')];
+  const child = spawn(argv[0], argv.slice(1), {
+    env: cleanEnv({ BENCH_UP_CERT: certs.cert, BENCH_UP_KEY: certs.key, BENCH_EXTRA_IPS: EXTRA_IPS.join(',') }),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.add(child);
+  const info = await new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (d) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl !== -1) resolve(JSON.parse(buf.slice(0, nl)));
+    });
+    child.once('exit', (code) => reject(new Error(`upstream exited (${code}) before it was ready`)));
+  });
+  return { ...info, pid: child.pid };
+}
+
+/** LISTEN TCP ports owned by `pid`, from /proc (works when log_level hides the ready line). */
+function listeningPorts(pid) {
+  const inodes = new Set();
+  try {
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) inodes.add(m[1]);
+      } catch {}
+    }
+  } catch {
+    return [];
+  }
+  const ports = [];
+  for (const file of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(`/proc/${pid}/net/${file}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== '0A' || !inodes.has(f[9])) continue;
+      ports.push(parseInt(f[1].split(':')[1], 16));
+    }
+  }
+  return ports;
+}
+
+/** The sidecar's proxy listener answers a plain origin-form GET with its own 400 (x-firma-request-id). */
+function isProxyPort(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let buf = '';
+    const done = (v) => {
+      s.destroy();
+      resolve(v);
+    };
+    s.setTimeout(2000, () => done(false));
+    s.on('error', () => done(false));
+    s.on('connect', () => s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'));
+    s.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\r\n\r\n')) done(/^HTTP\/1\.1 400/.test(buf) && /x-firma-request-id/i.test(buf));
+    });
+    s.on('end', () => done(false));
+  });
+}
+
+/** Config keys differ between sidecar versions: ask the built CLI for its schema. */
+function sidecarSchema() {
+  const r = spawnSync(process.execPath, [SIDECAR_MAIN, 'schema'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout : '';
+}
+
+async function startSidecar(upstreamCaPath) {
+  const dir = path.join(tmp, 'sidecar');
+  // The upstream is on 127.0.0.0/8: let it past the SSRF guard when this version has one.
+  const allowPrivate = sidecarSchema().includes('"allow_private"') ? 'allow_private = ["127.0.0.0/8"]\n' : '';
+  fs.mkdirSync(dir);
+  const config = path.join(dir, 'firma.toml');
+  fs.writeFileSync(
+    config,
+    `# generated by bench/run.mjs
+[sidecar]
+log_level = "${OPT.logLevel}"
+[sidecar.interceptor]
+listen = "127.0.0.1:0"
+[sidecar.interceptor.mitm]
+ca_dir = "certs"
+bypass_hosts = []
+[sidecar.admin]
+listen = "127.0.0.1:0"
+[sidecar.connector]
+default_timeout_ms = 30000
+${allowPrivate}`,
+  );
+  const logPath = path.join(dir, 'sidecar.log');
+  const logFd = fs.openSync(logPath, 'w');
+  const argv = [...pinTo(1), process.execPath, SIDECAR_MAIN, 'start', '--config', config];
+  const started = performance.now();
+  const child = spawn(argv[0], argv.slice(1), {
+    cwd: dir,
+    env: cleanEnv({ NODE_EXTRA_CA_CERTS: upstreamCaPath }),
+    stdio: ['ignore', logFd, logFd],
+  });
+  fs.closeSync(logFd);
+  children.add(child);
+  let exited = null;
+  child.once('exit', (code, signal) => (exited = `${code ?? signal}`));
+  const caPath = path.join(dir, 'certs', 'ca.crt');
+  const readyLineExpected = LEVELS.indexOf(OPT.logLevel) <= LEVELS.indexOf('info');
+  const deadline = performance.now() + 20_000;
+  let port = null;
+  let how = null;
+  while (port === null) {
+    if (exited !== null) throw new Error(`sidecar exited (${exited}) before it was ready:\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
+    if (performance.now() > deadline) throw new Error(`sidecar not ready after 20 s:\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
+    const log = fs.readFileSync(logPath, 'utf8');
+    const ready = log.split('\n').find((l) => l.includes('"msg":"firma sidecar ready"'));
+    if (ready) {
+      port = Number(JSON.parse(ready).proxy.split(':').pop());
+      how = 'ready log line';
+    } else if (!readyLineExpected && fs.existsSync(caPath)) {
+      const ports = listeningPorts(child.pid);
+      if (ports.length >= 2) {
+        // No ready line below "info": the proxy listener is the one that answers like the proxy.
+        for (const p of ports) if (await isProxyPort(p)) port = p;
+        how = `/proc/${child.pid}/net/tcp (no ready line at log_level ${OPT.logLevel})`;
+      }
+    }
+    if (port === null) await sleep(25);
+  }
+  const readyMs = performance.now() - started;
+  return { pid: child.pid, port, how, readyMs, allowPrivate: allowPrivate.trim() || null, logPath, caPath, ca: fs.readFileSync(caPath, 'utf8'), child, exited: () => exited };
+}
+
+// ------------------------------------------------------------------------------------------ measurement
+function snapshot(pids) {
+  return { at: performance.now(), cpus: cpuTicks(), self: process.cpuUsage(), ticks: Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, procTicks(pid)])) };
+}
+/** CPU figures between two snapshots: per-core busy %, each tracked process's ticks, and "other" %. */
+function cpuDelta(a, b) {
+  const secs = (b.at - a.at) / 1000;
+  const busyPct = b.cpus.map((c, i) => round((100 * (c.busy - a.cpus[i].busy)) / Math.max(1, c.total - a.cpus[i].total), 0));
+  const procTicksAll = b.cpus.reduce((s, c, i) => s + (c.proc - a.cpus[i].proc), 0);
+  const ticks = Object.fromEntries(Object.keys(b.ticks).map((k) => [k, b.ticks[k] - a.ticks[k]]));
+  const selfTicks = ((b.self.user - a.self.user + b.self.system - a.self.system) / 1e6) * CLK_TCK;
+  const ours = selfTicks + Object.values(ticks).reduce((s, v) => s + v, 0);
+  const otherPct = round((100 * Math.max(0, procTicksAll - ours)) / (secs * CLK_TCK), 0);
+  return { secs, busyPct, ticks, selfTicks, otherPct };
+}
+
+const QUIET_PCT = 15;
+/** Wait (bounded by --wait-quiet) until processes other than ours use < 15 % of a core. */
+async function waitQuiet(label, pids) {
+  if (OPT.waitQuiet <= 0) return { waited_s: 0, other_pct: null };
+  const start = performance.now();
+  let lastSay = 0;
+  for (;;) {
+    const a = snapshot(pids);
+    await sleep(500);
+    const other = cpuDelta(a, snapshot(pids)).otherPct;
+    const waited = (performance.now() - start) / 1000;
+    if (other < QUIET_PCT) return { waited_s: round(waited, 1), other_pct: other };
+    if (waited >= OPT.waitQuiet) {
+      progress(`  ${label}: still busy (other processes ${other}% of a core) after ${OPT.waitQuiet} s; measuring anyway`);
+      return { waited_s: round(waited, 1), other_pct: other };
+    }
+    if (waited - lastSay >= 2) {
+      progress(`  ${label}: waiting for quiet (other processes ${other}% of a core)`);
+      lastSay = waited;
+    }
+  }
+}
+const remainingS = () => OPT.maxTotal - (performance.now() - T0) / 1000;
+
+async function loadPhase({ url, dispatcher, sidecarPid, upstreamPid, expectBytes }) {
+  const run1 = async (ms, cap, record) => {
+    const deadline = performance.now() + ms;
+    let issued = 0;
+    const worker = async () => {
+      while (issued < cap && performance.now() < deadline) {
+        issued++;
+        const s = performance.now();
+        try {
+          const { statusCode, body } = await request(url, { dispatcher });
+          const buf = await body.arrayBuffer();
+          if (statusCode === 200 && buf.byteLength === expectBytes) record?.ok(performance.now() - s);
+          else record?.err(`status ${statusCode}, ${buf.byteLength} B`);
+        } catch (err) {
+          record?.err(`${err.code ?? err.name}: ${err.message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: OPT.concurrency }, worker));
+  };
+  if (OPT.warmup > 0) await run1(OPT.warmup * 1000, Infinity, null);
+  const lat = new Float64Array(OPT.maxRequests);
+  let ok = 0;
+  let errors = 0;
+  const samples = new Map();
+  const pids = { upstream: upstreamPid };
+  if (sidecarPid) pids.sidecar = sidecarPid;
+  if (sidecarPid) resetHwm(sidecarPid);
+  const a = snapshot(pids);
+  await run1(OPT.duration * 1000, OPT.maxRequests, {
+    ok: (ms) => (lat[ok++] = ms),
+    err: (msg) => {
+      errors++;
+      if (samples.size < 5 || samples.has(msg)) samples.set(msg, (samples.get(msg) ?? 0) + 1);
+    },
+  });
+  const b = snapshot(pids);
+  const cpu = cpuDelta(a, b);
+  const sorted = lat.subarray(0, ok).sort();
+  const res = {
+    requests_ok: ok,
+    errors,
+    error_samples: [...samples].map(([msg, n]) => `${n}× ${msg}`),
+    seconds: round(cpu.secs, 3),
+    rps: round(ok / cpu.secs, 0),
+    p50_ms: round(quantile(sorted, 0.5), 2),
+    p90_ms: round(quantile(sorted, 0.9), 2),
+    p99_ms: round(quantile(sorted, 0.99), 2),
+    cpu_busy_pct: cpu.busyPct,
+    other_procs_pct: cpu.otherPct,
+    client_cpu_pct: round((100 * cpu.selfTicks) / (cpu.secs * CLK_TCK), 0),
+    upstream_cpu_pct: round((100 * cpu.ticks.upstream) / (cpu.secs * CLK_TCK), 0),
+  };
+  if (sidecarPid) {
+    res.sidecar_cpu_pct = round((100 * cpu.ticks.sidecar) / (cpu.secs * CLK_TCK), 0);
+    res.sidecar_cpu_us_per_req = ok > 0 ? round((cpu.ticks.sidecar / CLK_TCK / ok) * 1e6, 1) : null;
+    res.sidecar_peak_rss_mib = round(procMem(sidecarPid).hwm, 1);
+  }
+  if (PIN) {
+    const [c0, c1] = cpu.busyPct;
+    res.bound_by = sidecarPid && c1 >= 90 ? 'sidecar (CPU 1)' : c0 >= 90 ? 'client+upstream (CPU 0)' : 'latency';
+  }
+  return res;
+}
+
+async function download(url, dispatcher) {
+  const s = performance.now();
+  const { statusCode, body } = await request(url, { dispatcher });
+  let bytes = 0;
+  let ttfb = null;
+  for await (const chunk of body) {
+    if (ttfb === null) ttfb = performance.now() - s;
+    bytes += chunk.length;
+  }
+  const secs = (performance.now() - s) / 1000;
+  return { status: statusCode, bytes, seconds: round(secs, 4), ttfb_ms: round(ttfb, 2), mb_per_s: round(bytes / secs / 1e6, 1) };
+}
+
+async function largePhase({ url, dispatcher, sidecarPid, upstreamPid }) {
+  await warm(url.replace(/\/large$/, '/small'), dispatcher);
+  const pids = { upstream: upstreamPid };
+  if (sidecarPid) pids.sidecar = sidecarPid;
+  let sampled = 0;
+  let hwmReset = false;
+  const sampler = sidecarPid
+    ? setInterval(() => {
+        const { rss } = procMem(sidecarPid);
+        if (rss > sampled) sampled = rss;
+      }, 20)
+    : null;
+  if (sidecarPid) {
+    hwmReset = resetHwm(sidecarPid);
+    sampled = procMem(sidecarPid).rss;
+  }
+  const before = sidecarPid ? procMem(sidecarPid).rss : null;
+  const a = snapshot(pids);
+  const reps = [];
+  for (let i = 0; i < OPT.largeReps; i++) reps.push(await download(url, dispatcher));
+  const b = snapshot(pids);
+  if (sampler) clearInterval(sampler);
+  const cpu = cpuDelta(a, b);
+  const res = {
+    mb_per_s: median(reps.map((r) => r.mb_per_s)),
+    reps,
+    errors: reps.filter((r) => r.status !== 200 || r.bytes !== 50 * 1024 * 1024).length,
+    other_procs_pct: cpu.otherPct,
+  };
+  if (sidecarPid) {
+    const m = procMem(sidecarPid);
+    res.sidecar_rss_before_mib = round(before, 1);
+    res.sidecar_peak_rss_mib = round(Math.max(sampled, hwmReset ? m.hwm : 0), 1);
+    res.sidecar_cpu_ms_per_download = round(((cpu.ticks.sidecar / CLK_TCK) * 1000) / OPT.largeReps, 0);
+    res.peak_rss_source = hwmReset ? 'VmHWM reset via clear_refs + 20 ms VmRSS samples' : '20 ms VmRSS samples';
+  }
+  return res;
+}
+
+async function warm(url, dispatcher) {
+  const { statusCode, body } = await request(url, { dispatcher });
+  await body.arrayBuffer();
+  if (statusCode !== 200) throw new Error(`warm-up GET ${url}: status ${statusCode}`);
+}
+
+const epochMs = () => performance.timeOrigin + performance.now();
+
+/** One SSE stream on an established keep-alive connection (warmed by a GET first). */
+async function sseOnce(url, dispatcher) {
+  await warm(url.replace(/\/sse$/, '/small'), dispatcher);
+  const s = performance.now();
+  const { statusCode, body } = await request(url, { dispatcher });
+  const headersMs = performance.now() - s;
+  const events = [];
+  let buf = '';
+  for await (const chunk of body) {
+    const now = performance.now();
+    const recvEpoch = epochMs();
+    buf += chunk.toString('utf8');
+    let idx;
+    while ((idx = buf.indexOf('\n\n')) !== -1) {
+      const block = buf.slice(0, idx);
+      buf = buf.slice(idx + 2);
+      const m = /^data: (.*)$/m.exec(block);
+      if (!m) continue;
+      const d = JSON.parse(m[1]);
+      events.push({ i: d.i, at_ms: now - s, delay_ms: recvEpoch - d.t });
+    }
+  }
+  const delays = events.map((e) => e.delay_ms);
+  return {
+    status: statusCode,
+    events: events.length,
+    headers_ms: round(headersMs, 2),
+    first_event_ms: round(events[0]?.at_ms, 2),
+    last_event_ms: round(events.at(-1)?.at_ms, 2),
+    event_delay_mean_ms: round(delays.reduce((a, b) => a + b, 0) / Math.max(1, delays.length), 3),
+    event_delay_max_ms: round(Math.max(...delays), 3),
+    max_gap_ms: round(Math.max(...events.slice(1).map((e, i) => e.at_ms - events[i].at_ms)), 2),
+    at_ms: events.map((e) => round(e.at_ms, 2)),
+  };
+}
+
+async function ssePhase(url, makeDispatcher) {
+  const reps = [];
+  for (let i = 0; i < OPT.sseReps; i++) {
+    const d = makeDispatcher();
+    try {
+      reps.push(await sseOnce(url, d));
+    } finally {
+      await d.close().catch(() => undefined);
+    }
+  }
+  const pick = (k) => round(median(reps.map((r) => r[k])), 3);
+  return {
+    first_event_ms: pick('first_event_ms'),
+    headers_ms: pick('headers_ms'),
+    last_event_ms: pick('last_event_ms'),
+    event_delay_mean_ms: pick('event_delay_mean_ms'),
+    event_delay_max_ms: pick('event_delay_max_ms'),
+    max_gap_ms: pick('max_gap_ms'),
+    errors: reps.filter((r) => r.status !== 200 || r.events !== 10).length,
+    reps,
+  };
+}
+
+// --- raw sockets for first-connection figures (fresh TCP each time, like an agent's first call)
+function tcp(port, host) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, host);
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+function connectThrough(proxyPort, authority) {
+  return tcp(proxyPort, '127.0.0.1').then(
+    (s) =>
+      new Promise((resolve, reject) => {
+        let buf = '';
+        const onData = (d) => {
+          buf += d.toString('latin1');
+          const end = buf.indexOf('\r\n\r\n');
+          if (end === -1) return;
+          s.off('data', onData);
+          const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(buf)?.[1]);
+          if (status !== 200) {
+            s.destroy();
+            reject(new Error(`CONNECT ${authority}: ${buf.split('\r\n')[0]}`));
+            return;
+          }
+          if (end + 4 < buf.length) s.unshift(Buffer.from(buf.slice(end + 4), 'latin1'));
+          resolve(s);
+        };
+        s.on('data', onData);
+        s.once('error', reject);
+        s.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+      }),
+  );
+}
+function tlsOver(socket, { servername, host, ca }) {
+  return new Promise((resolve, reject) => {
+    const t = tls.connect({ socket, ca, ALPNProtocols: ['http/1.1'], ...(servername ? { servername } : {}), ...(host ? { host } : {}) });
+    t.once('secureConnect', () => resolve(t));
+    t.once('error', reject);
+  });
+}
+/** GET on a fresh connection; resolves when the whole body (content-length) has arrived. */
+function getOver(sock, authority, p) {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    sock.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      const head = buf.subarray(0, end).toString('latin1');
+      const len = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
+      if (buf.length - end - 4 >= len) resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]));
+    });
+    sock.once('error', reject);
+    sock.once('end', () => reject(new Error('connection closed before the response')));
+    sock.write(`GET ${p} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+  });
+}
+async function timed(fn) {
+  const s = performance.now();
+  const sock = await fn();
+  const ms = performance.now() - s;
+  return { ms, sock };
+}
+
+async function newHostPhase({ sidecar, upstream, upCa, names, ips }) {
+  const res = { names: [], ips: [] };
+  // (a) Fresh host NAMES, handshake only. The sidecar answers CONNECT with 200 and mints the leaf before
+  // it dials anything, so newN.bench.local needs no DNS: we time TCP + CONNECT + TLS handshake (verified
+  // against the sidecar CA) and close without a request. Then the same name on a new connection (cached leaf).
+  for (const name of names) {
+    const once = () =>
+      timed(async () => tlsOver(await connectThrough(sidecar.port, `${name}:443`), { servername: name, ca: sidecar.ca }));
+    const first = await once();
+    first.sock.destroy();
+    const again = await once();
+    again.sock.destroy();
+    res.names.push({ name, first_ms: round(first.ms, 2), cached_ms: round(again.ms, 2) });
+  }
+  // Direct baseline for (a): fresh TCP + TLS handshake to the upstream.
+  const directHs = [];
+  for (let i = 0; i < OPT.newhostReps; i++) {
+    const r = await timed(async () => tlsOver(await tcp(upstream.https, '127.0.0.1'), { host: '127.0.0.1', ca: upCa }));
+    r.sock.destroy();
+    directHs.push(r.ms);
+  }
+  // (b) Fresh host IPs 127.0.0.2.. (each a distinct host to the sidecar, no DNS needed), full exchange:
+  // TCP + CONNECT + TLS + GET /small answered by the upstream (the sidecar also dials the new origin).
+  const ipGet = async (viaSidecar, ip) => {
+    const authority = `${ip}:${upstream.https}`;
+    const s = performance.now();
+    const raw = viaSidecar ? await connectThrough(sidecar.port, authority) : await tcp(upstream.https, ip);
+    const t = await tlsOver(raw, { host: ip, ca: viaSidecar ? sidecar.ca : upCa });
+    const status = await getOver(t, authority, '/small');
+    const ms = performance.now() - s;
+    t.destroy();
+    if (status !== 200) throw new Error(`GET https://${authority}/small: status ${status}`);
+    return ms;
+  };
+  const directIp = [];
+  for (const ip of ips) {
+    const direct = await ipGet(false, ip);
+    directIp.push(direct);
+    const first = await ipGet(true, ip);
+    const again = await ipGet(true, ip);
+    res.ips.push({ ip, direct_ms: round(direct, 2), first_ms: round(first, 2), cached_ms: round(again, 2) });
+  }
+  res.name_handshake_first_ms = round(median(res.names.map((n) => n.first_ms)), 2);
+  res.name_handshake_cached_ms = round(median(res.names.map((n) => n.cached_ms)), 2);
+  res.direct_handshake_ms = round(median(directHs), 2);
+  res.ip_get_first_ms = round(median(res.ips.map((n) => n.first_ms)), 2);
+  res.ip_get_cached_ms = round(median(res.ips.map((n) => n.cached_ms)), 2);
+  res.direct_ip_get_ms = round(median(directIp), 2);
+  return res;
+}
+
+// ------------------------------------------------------------------------------------------ main
+function sidecarWarnings(logPath) {
+  const lines = fs.readFileSync(logPath, 'utf8').split('\n').filter(Boolean);
+  const warn = [];
+  const other = [];
+  for (const l of lines) {
+    let j = null;
+    try {
+      j = JSON.parse(l);
+    } catch {
+      other.push(l);
+      continue;
+    }
+    if (j.level >= 40) warn.push(l);
+  }
+  return { lines: lines.length, warn_or_worse: warn.length, samples: [...warn.slice(0, 5), ...other.slice(0, 5)].map((l) => l.slice(0, 400)) };
+}
+
+function gitInfo() {
+  const g = (a) => spawnSync('git', ['-C', ROOT, ...a], { encoding: 'utf8' });
+  const head = g(['rev-parse', '--short', 'HEAD']).stdout?.trim() || null;
+  const dirty = (g(['status', '--porcelain', '--', 'src']).stdout ?? '').trim().split('\n').filter(Boolean).length;
+  return { commit: head, src_files_changed: dirty };
+}
+
+async function main() {
+  progress(`tmp ${tmp}; pinning: ${PIN ? 'sidecar CPU 1, client + upstream CPU 0' : 'off'}; log_level ${OPT.logLevel}`);
+  const certs = makeUpstreamCerts();
+  const upstream = await startUpstream(certs);
+  progress(`upstream http :${upstream.http}, https :${upstream.https} (+ ${upstream.ips.join(', ') || 'no extra IPs'})`);
+  const sidecar = await startSidecar(certs.caPath);
+  progress(`sidecar pid ${sidecar.pid} proxy :${sidecar.port} (found via ${sidecar.how}), ready in ${round(sidecar.readyMs, 0)} ms`);
+  await sleep(1000);
+  const idle = procMem(sidecar.pid);
+  const results = {
+    meta: {
+      date: new Date().toISOString(),
+      node: process.version,
+      undici: JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'undici', 'package.json'), 'utf8')).version,
+      cpus: NCPU,
+      cpu_model: os.cpus()[0]?.model,
+      kernel: os.release(),
+      pinned: PIN,
+      clk_tck: CLK_TCK,
+      sidecar: { ...gitInfo(), log_level: OPT.logLevel, extra_config: sidecar.allowPrivate, ready_ms: round(sidecar.readyMs, 0), port_found_via: sidecar.how },
+      options: { ...OPT },
+    },
+    sidecar_rss: { idle_mib: round(idle.rss, 1), startup_hwm_mib: round(idle.hwm, 1) },
+  };
+  progress(`sidecar idle RSS ${round(idle.rss, 1)} MiB (startup peak ${round(idle.hwm, 1)} MiB)`);
+
+  const base = { http: `http://127.0.0.1:${upstream.http}`, https: `https://127.0.0.1:${upstream.https}` };
+  const sidecarUri = `http://127.0.0.1:${sidecar.port}`;
+  const makeDispatcher = (scheme, via, connections) =>
+    via === 'direct'
+      ? new Agent({ connections, ...(scheme === 'https' ? { connect: { ca: certs.ca } } : {}) })
+      : new ProxyAgent({
+          uri: sidecarUri,
+          connections,
+          proxyTunnel: false, // http:// as absolute-form requests (like curl/hey); https:// always CONNECTs
+          ...(scheme === 'https' ? { requestTls: { ca: sidecar.ca } } : {}),
+        });
+  const paths = ['direct', 'sidecar'];
+  const schemes = ['http', 'https'];
+
+  // 1. first connection to a new host, cold: right after start (JIT cold, no upstream pool yet)
+  const R = OPT.newhostReps;
+  const pidsIdle = { upstream: upstream.pid, sidecar: sidecar.pid };
+  const newHost = async (round, first) => {
+    await waitQuiet(`new host (${round})`, pidsIdle);
+    const names = Array.from({ length: R }, (_, i) => `new${first + i}.bench.local`);
+    const ips = upstream.ips.slice(first - 1, first - 1 + R);
+    const r = await newHostPhase({ sidecar, upstream, upCa: certs.ca, names, ips });
+    progress(
+      `new host (${round}): names: handshake first ${r.name_handshake_first_ms} ms, cached ${r.name_handshake_cached_ms} ms, direct ${r.direct_handshake_ms} ms; ` +
+        `IPs: first GET ${r.ip_get_first_ms} ms, cached ${r.ip_get_cached_ms} ms, direct ${r.direct_ip_get_ms} ms`,
+    );
+    return r;
+  };
+  results.new_host = { cold: await newHost('cold process', 1) };
+
+  // 2. SSE
+  results.sse = {};
+  await waitQuiet('SSE', pidsIdle);
+  for (const scheme of schemes) {
+    results.sse[scheme] = {};
+    for (const via of paths) {
+      const r = await ssePhase(`${base[scheme]}/sse`, () => makeDispatcher(scheme, via, 1));
+      results.sse[scheme][via] = r;
+      progress(`SSE ${scheme} ${via}: first event ${r.first_event_ms} ms, event delay mean ${r.event_delay_mean_ms} ms / max ${r.event_delay_max_ms} ms`);
+    }
+    const d = results.sse[scheme].direct;
+    const s = results.sse[scheme].sidecar;
+    results.sse[scheme].added = {
+      first_event_ms: round(s.first_event_ms - d.first_event_ms, 2),
+      event_delay_mean_ms: round(s.event_delay_mean_ms - d.event_delay_mean_ms, 3),
+      event_delay_max_ms: round(s.event_delay_max_ms - d.event_delay_max_ms, 3),
+      per_event_arrival_ms: s.reps[0].at_ms.map((t, i) => round(median(s.reps.map((r) => r.at_ms[i])) - median(d.reps.map((r) => r.at_ms[i])), 2)),
+    };
+  }
+
+  // 3. 50 MiB downloads (before the load phases, so the sidecar's heap has not been grown by them)
+  results.large = {};
+  await waitQuiet('50 MiB downloads', pidsIdle);
+  for (const scheme of schemes) {
+    results.large[scheme] = {};
+    for (const via of paths) {
+      const d = makeDispatcher(scheme, via, 1);
+      const r = await largePhase({ url: `${base[scheme]}/large`, dispatcher: d, sidecarPid: via === 'sidecar' ? sidecar.pid : null, upstreamPid: upstream.pid });
+      await d.close();
+      results.large[scheme][via] = r;
+      progress(`50 MiB ${scheme} ${via}: ${r.mb_per_s} MB/s${via === 'sidecar' ? `, sidecar RSS ${r.sidecar_rss_before_mib} -> peak ${r.sidecar_peak_rss_mib} MiB` : ''}`);
+    }
+  }
+
+  // 4. keep-alive load, 1 KiB GETs
+  results.load = {};
+  let phasesLeft = schemes.length * paths.length - 1;
+  for (const scheme of schemes) {
+    results.load[scheme] = {};
+    for (const via of paths) {
+      const phase = async () => {
+        const quiet = await waitQuiet(`load ${scheme} ${via}`, pidsIdle);
+        const d = makeDispatcher(scheme, via, OPT.concurrency);
+        progress(`load ${scheme} ${via}: warm-up ${OPT.warmup}s + ${OPT.duration}s @ c=${OPT.concurrency}`);
+        const r = await loadPhase({ url: `${base[scheme]}/small`, dispatcher: d, sidecarPid: via === 'sidecar' ? sidecar.pid : null, upstreamPid: upstream.pid, expectBytes: 1024 });
+        await d.close();
+        progress(
+          `  -> ${r.rps} req/s, p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms, errors ${r.errors}` +
+            (via === 'sidecar' ? `, sidecar ${r.sidecar_cpu_us_per_req} µs/req (${r.sidecar_cpu_pct}% CPU)` : '') +
+            `, CPU0/1 busy ${r.cpu_busy_pct.join('/')}%, other procs ${r.other_procs_pct}%`,
+        );
+        return { ...r, waited_for_quiet_s: quiet.waited_s };
+      };
+      let r = await phase();
+      // the repeat, the load phases still to come, the last new-host round and the report
+      const need = (phasesLeft + 1) * (OPT.warmup + OPT.duration + 1) + OPT.waitQuiet + 15;
+      if (r.other_procs_pct >= QUIET_PCT && OPT.waitQuiet > 0 && remainingS() > need) {
+        progress(`  other processes used ${r.other_procs_pct}% of a core; repeating once`);
+        const again = await phase();
+        r = again.other_procs_pct <= r.other_procs_pct ? { ...again, attempt: 2 } : { ...r, attempt: 1, repeat_other_procs_pct: again.other_procs_pct };
+      }
+      results.load[scheme][via] = r;
+      phasesLeft--;
+    }
+  }
+  // 5. first connection to a new host again, warm process (after load; comparable to the shared harness)
+  results.new_host.warm = await newHost('warm process', R + 1);
+  const end = procMem(sidecar.pid);
+  results.sidecar_rss.after_load_mib = round(end.rss, 1);
+  results.sidecar_rss.peak_load_mib = round(Math.max(...schemes.map((s) => results.load[s].sidecar.sidecar_peak_rss_mib ?? 0)), 1);
+  if (sidecar.exited() !== null) throw new Error(`sidecar exited (${sidecar.exited()}) during the run`);
+  results.sidecar_log = sidecarWarnings(sidecar.logPath);
+  results.warnings = collectWarnings(results);
+  return results;
+}
+
+function collectWarnings(r) {
+  const w = [];
+  for (const s of ['http', 'https'])
+    for (const v of ['direct', 'sidecar']) {
+      const l = r.load[s][v];
+      if (l.errors > 0) w.push(`load ${s} ${v}: ${l.errors} errors (${l.error_samples.join('; ')})`);
+      if (l.other_procs_pct > 15) w.push(`load ${s} ${v}: other processes used ~${l.other_procs_pct}% of a core; compare with care`);
+      if (r.large[s][v].errors > 0) w.push(`50 MiB ${s} ${v}: ${r.large[s][v].errors} failed downloads`);
+      if (r.sse[s][v].errors > 0) w.push(`SSE ${s} ${v}: ${r.sse[s][v].errors} streams without 10 events`);
+    }
+  if (r.sidecar_log.warn_or_worse > 0) w.push(`sidecar logged ${r.sidecar_log.warn_or_worse} warn/error lines: ${r.sidecar_log.samples.slice(0, 2).join(' | ')}`);
+  return w;
+}
+
+function markdown(r) {
+  const f = (v, d = 1) => (v === null || v === undefined ? '–' : Number(v).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: 0 }));
+  const x = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '–');
+  const plus = (v, d = 2) => (v === null || v === undefined ? '–' : `${v >= 0 ? '+' : ''}${Number(v).toFixed(d)}`);
+  const L = [];
+  L.push(`## Firma Sidecar loopback bench — ${r.meta.date}`, '');
+  L.push(
+    `Node ${r.meta.node}, undici ${r.meta.undici}, ${r.meta.cpus}× ${r.meta.cpu_model}; sidecar ${r.meta.sidecar.commit}${r.meta.sidecar.src_files_changed ? ` (+${r.meta.sidecar.src_files_changed} changed src files)` : ''}, log_level ${r.meta.sidecar.log_level}. ` +
+      (r.meta.pinned ? 'Sidecar pinned to CPU 1; client + upstream (node:http/https, separate processes) on CPU 0. ' : 'No CPU pinning. ') +
+      `Load: undici, ${r.meta.options.concurrency} keep-alive connections, ${r.meta.options.warmup}s warm-up + ${r.meta.options.duration}s per phase.`,
+    '',
+  );
+  L.push('| scheme | path | req/s | × direct | p50 ms | p99 ms | errors | sidecar CPU µs/req | sidecar CPU % | CPU0/CPU1 busy % | bound by | other procs % |');
+  L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |');
+  for (const s of ['http', 'https']) {
+    for (const v of ['direct', 'sidecar']) {
+      const l = r.load[s][v];
+      L.push(
+        `| ${s}${s === 'https' && v === 'sidecar' ? ' (MITM)' : ''} | ${v} | ${f(l.rps, 0)} | ${x(l.rps, r.load[s].direct.rps)} | ${f(l.p50_ms, 2)} | ${f(l.p99_ms, 2)} | ${l.errors} | ${f(l.sidecar_cpu_us_per_req)} | ${f(l.sidecar_cpu_pct, 0)} | ${l.cpu_busy_pct.slice(0, 2).join(' / ')} | ${l.bound_by ?? '–'} | ${f(l.other_procs_pct, 0)} |`,
+      );
+    }
+  }
+  L.push('');
+  L.push('| figure | direct | sidecar | sidecar − direct (or ×) |');
+  L.push('| --- | ---: | ---: | ---: |');
+  for (const s of ['http', 'https']) {
+    const d = r.large[s].direct;
+    const v = r.large[s].sidecar;
+    L.push(`| 50 MiB download ${s}${s === 'https' ? ' (MITM)' : ''}, MB/s (median of ${r.meta.options.largeReps}) | ${f(d.mb_per_s)} | ${f(v.mb_per_s)} | ${x(v.mb_per_s, d.mb_per_s)} |`);
+  }
+  for (const s of ['http', 'https']) L.push(`| 50 MiB ${s}: sidecar CPU ms per download | – | ${f(r.large[s].sidecar.sidecar_cpu_ms_per_download, 0)} | |`);
+  for (const s of ['http', 'https']) {
+    const d = r.sse[s].direct;
+    const v = r.sse[s].sidecar;
+    L.push(`| SSE ${s}: first event ms (established conn.) | ${f(d.first_event_ms, 2)} | ${f(v.first_event_ms, 2)} | ${plus(r.sse[s].added.first_event_ms)} |`);
+    L.push(`| SSE ${s}: per-event delay upstream→client, mean / max ms | ${f(d.event_delay_mean_ms, 3)} / ${f(d.event_delay_max_ms, 3)} | ${f(v.event_delay_mean_ms, 3)} / ${f(v.event_delay_max_ms, 3)} | ${plus(r.sse[s].added.event_delay_mean_ms, 3)} / ${plus(r.sse[s].added.event_delay_max_ms, 3)} |`);
+  }
+  for (const phase of ['warm', 'cold']) {
+    const n = r.new_host[phase];
+    const tag = phase === 'warm' ? 'warm process' : 'cold process, right after start';
+    L.push(`| new HTTPS host name (${tag}): TCP+CONNECT+TLS handshake ms; direct: TCP+TLS | ${f(n.direct_handshake_ms, 2)} | ${f(n.name_handshake_first_ms, 2)} | ${plus(n.name_handshake_first_ms - n.direct_handshake_ms)} |`);
+    L.push(`| same name, new connection (cached leaf) ms | ${f(n.direct_handshake_ms, 2)} | ${f(n.name_handshake_cached_ms, 2)} | ${plus(n.name_handshake_cached_ms - n.direct_handshake_ms)} |`);
+    L.push(`| new HTTPS host IP (${tag}): TCP+CONNECT+TLS+GET /small ms | ${f(n.direct_ip_get_ms, 2)} | ${f(n.ip_get_first_ms, 2)} | ${plus(n.ip_get_first_ms - n.direct_ip_get_ms)} |`);
+    L.push(`| same IP, new connection ms | ${f(n.direct_ip_get_ms, 2)} | ${f(n.ip_get_cached_ms, 2)} | ${plus(n.ip_get_cached_ms - n.direct_ip_get_ms)} |`);
+  }
+  const rs = r.sidecar_rss;
+  L.push(`| sidecar RSS idle MiB | – | ${f(rs.idle_mib)} | |`);
+  for (const s of ['http', 'https']) {
+    const v = r.large[s].sidecar;
+    L.push(`| sidecar RSS during 50 MiB ${s}: before → peak MiB | – | ${f(v.sidecar_rss_before_mib)} → ${f(v.sidecar_peak_rss_mib)} | ${plus(v.sidecar_peak_rss_mib - v.sidecar_rss_before_mib, 1)} |`);
+  }
+  L.push(`| sidecar RSS peak during load phases / after MiB | – | ${f(rs.peak_load_mib)} / ${f(rs.after_load_mib)} | |`);
+  L.push('');
+  L.push(`Sidecar log: ${r.sidecar_log.lines} lines, ${r.sidecar_log.warn_or_worse} at warn or above.`);
+  if (r.warnings.length) {
+    L.push('', '### Warnings', '', ...r.warnings.map((w) => `- ${w}`));
+  }
+  return L.join('\n') + '\n';
+}
+
+try {
+  const results = await main();
+  results.meta.total_s = round((performance.now() - T0) / 1000, 1);
+  const md = markdown(results);
+  fs.mkdirSync(OPT.out, { recursive: true });
+  fs.writeFileSync(path.join(OPT.out, 'latest.json'), JSON.stringify(results, null, 2) + '\n');
+  fs.writeFileSync(path.join(OPT.out, 'latest.md'), md);
+  process.stdout.write(md);
+  progress(`done in ${results.meta.total_s} s; wrote ${path.join(OPT.out, 'latest.json')} and latest.md`);
+  clearTimeout(watchdog);
+  cleanup();
+  process.exit(results.warnings.some((w) => /errors|failed|without/.test(w)) ? 1 : 0);
+} catch (err) {
+  progress(`bench failed: ${err.stack ?? err}`);
+  process.exit(1);
+}
