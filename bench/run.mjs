@@ -30,9 +30,11 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
   --sse-reps N        SSE streams per scheme and path, median reported (default 2)
   --newhost-reps N    fresh host names / IPs per first-connection round, median reported; one round
                       right after start (cold process), one after the load phases (default 5, max 10)
-  --wait-quiet S      before each phase wait up to S s for other processes to use < 15 % of a core;
-                      a disturbed load phase is repeated once if time allows (default 10; 0 = never)
-  --max-total S       abort the whole run after S seconds (default 180)
+  --wait-quiet S      before each phase wait up to S s for other processes to use < 15 % of a core
+                      (default 10; 0 = never wait, never repeat)
+  --quiet-budget S    total seconds the run may spend on such waits and on repeating a disturbed
+                      load phase once (default 20: ~70 s quiet run + 20 s ≈ 90 s)
+  --max-total S       abort the whole run after S seconds (default 150)
   --no-pin            do not pin (default with >= 2 cores: sidecar on CPU 1, client + upstream on CPU 0)
   --out DIR           results directory (default bench/results)
   --keep-tmp          keep the temporary directory (certs, configs, sidecar log)
@@ -51,8 +53,9 @@ try {
       'large-reps': { type: 'string', default: '3' },
       'sse-reps': { type: 'string', default: '2' },
       'newhost-reps': { type: 'string', default: '5' },
-      'max-total': { type: 'string', default: '180' },
+      'max-total': { type: 'string', default: '150' },
       'wait-quiet': { type: 'string', default: '10' },
+      'quiet-budget': { type: 'string', default: '20' },
       'no-pin': { type: 'boolean', default: false },
       out: { type: 'string', default: path.join(HERE, 'results') },
       'keep-tmp': { type: 'boolean', default: false },
@@ -86,6 +89,7 @@ const OPT = {
   newhostReps: Math.floor(num('newhost-reps', 1, 10)),
   maxTotal: num('max-total', 10, 3600),
   waitQuiet: num('wait-quiet', 0, 600),
+  quietBudget: num('quiet-budget', 0, 3600),
   out: path.resolve(args.out),
   keepTmp: args['keep-tmp'],
 };
@@ -363,28 +367,32 @@ function cpuDelta(a, b) {
 }
 
 const QUIET_PCT = 15;
-/** Wait (bounded by --wait-quiet) until processes other than ours use < 15 % of a core. */
+/** Seconds still available for quiet waits and repeats (--quiet-budget). */
+let quietBudgetLeft = OPT.quietBudget;
+/** Wait (bounded by --wait-quiet and what is left of --quiet-budget) until processes other than ours use < 15 % of a core. */
 async function waitQuiet(label, pids) {
   if (OPT.waitQuiet <= 0) return { waited_s: 0, other_pct: null };
   const start = performance.now();
+  const cap = Math.min(OPT.waitQuiet, Math.max(0, quietBudgetLeft));
   let lastSay = 0;
   for (;;) {
     const a = snapshot(pids);
     await sleep(500);
     const other = cpuDelta(a, snapshot(pids)).otherPct;
     const waited = (performance.now() - start) / 1000;
-    if (other < QUIET_PCT) return { waited_s: round(waited, 1), other_pct: other };
-    if (waited >= OPT.waitQuiet) {
-      progress(`  ${label}: still busy (other processes ${other}% of a core) after ${OPT.waitQuiet} s; measuring anyway`);
+    const done = (msg) => {
+      if (waited > 0.6) quietBudgetLeft -= waited - 0.5; // the first 0.5 s sample is always taken
+      if (msg) progress(msg());
       return { waited_s: round(waited, 1), other_pct: other };
-    }
+    };
+    if (other < QUIET_PCT) return done(null);
+    if (waited >= cap) return done(() => `  ${label}: still busy (other processes ${other}% of a core); quiet budget left ${round(Math.max(0, quietBudgetLeft), 0)} s; measuring anyway`);
     if (waited - lastSay >= 2) {
       progress(`  ${label}: waiting for quiet (other processes ${other}% of a core)`);
       lastSay = waited;
     }
   }
 }
-const remainingS = () => OPT.maxTotal - (performance.now() - T0) / 1000;
 
 async function loadPhase({ url, dispatcher, sidecarPid, upstreamPid, expectBytes }) {
   const run1 = async (ms, cap, record) => {
@@ -802,7 +810,6 @@ async function main() {
 
   // 4. keep-alive load, 1 KiB GETs
   results.load = {};
-  let phasesLeft = schemes.length * paths.length - 1;
   for (const scheme of schemes) {
     results.load[scheme] = {};
     for (const via of paths) {
@@ -820,15 +827,14 @@ async function main() {
         return { ...r, waited_for_quiet_s: quiet.waited_s };
       };
       let r = await phase();
-      // the repeat, the load phases still to come, the last new-host round and the report
-      const need = (phasesLeft + 1) * (OPT.warmup + OPT.duration + 1) + OPT.waitQuiet + 15;
-      if (r.other_procs_pct >= QUIET_PCT && OPT.waitQuiet > 0 && remainingS() > need) {
+      const repeatCost = OPT.warmup + OPT.duration + 1;
+      if (r.other_procs_pct >= QUIET_PCT && OPT.waitQuiet > 0 && quietBudgetLeft >= repeatCost) {
+        quietBudgetLeft -= repeatCost;
         progress(`  other processes used ${r.other_procs_pct}% of a core; repeating once`);
         const again = await phase();
         r = again.other_procs_pct <= r.other_procs_pct ? { ...again, attempt: 2 } : { ...r, attempt: 1, repeat_other_procs_pct: again.other_procs_pct };
       }
       results.load[scheme][via] = r;
-      phasesLeft--;
     }
   }
   // 5. first connection to a new host again, warm process (after load; comparable to the shared harness)

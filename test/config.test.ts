@@ -39,8 +39,22 @@ const DEFAULT_VALUES = {
     drain_timeout_ms: 10000,
     interceptor: { listen: { host: '127.0.0.1', port: 8080 }, mitm: { ca_dir: '/work/certs', bypass_hosts: [] } },
     admin: { listen: { host: '127.0.0.1', port: 9090 } },
-    connector: { default_timeout_ms: 30000 },
+    connector: { default_timeout_ms: 30000, idle_timeout_ms: 60000, allow_private: [], hosts: [] },
   },
+  credentials: [],
+  vault: {
+    address: 'http://127.0.0.1:8200',
+    auth: 'token',
+    namespace: '',
+    token_env: 'VAULT_TOKEN',
+    approle_mount: 'approle',
+    kubernetes_mount: 'kubernetes',
+    kubernetes_role: '',
+    kubernetes_jwt_file: '/var/run/secrets/kubernetes.io/serviceaccount/token',
+    cache_ttl_ms: 60000,
+    timeout_ms: 5000,
+  },
+  redis: { url: '', key_prefix: 'firma', on_error: 'deny', timeout_ms: 500 },
 };
 
 t.test('built-in defaults', async (t) => {
@@ -135,8 +149,11 @@ default_timeout_ms = 3_600_000
       drain_timeout_ms: 0,
       interceptor: { listen: { host: '::1', port: 0 }, mitm: { ca_dir: '/etc/firma/ca', bypass_hosts: ['api.example.com', '*.example.org'] } },
       admin: { listen: { host: 'localhost', port: 65535 } },
-      connector: { default_timeout_ms: 3600000 },
+      connector: { default_timeout_ms: 3600000, idle_timeout_ms: 60000, allow_private: [], hosts: [] },
     },
+    credentials: [],
+    vault: { ...DEFAULT_VALUES.vault, kubernetes_jwt_file: '/var/run/secrets/kubernetes.io/serviceaccount/token' },
+    redis: DEFAULT_VALUES.redis,
     source: { path: 'firma.toml' },
     baseDir: '/etc/firma',
   });
@@ -378,6 +395,12 @@ function jsonSchemaErrors(schema: Obj, value: JsonValue, path = ''): string[] {
   return [];
 }
 
+/** Keys that may be absent with no default: they inherit (per-host overrides) or belong to one mode. */
+const OPTIONAL_NO_DEFAULT = new Set([
+  'rps', 'burst', 'timeout_ms', 'idle_timeout_ms', 'value_from_env', 'secret_path',
+  'role_id_env', 'role_id_file', 'secret_id_env', 'secret_id_file',
+]);
+
 t.test('JSON Schema', async (t) => {
   const schema = firmaConfigJsonSchema() as Obj;
   t.equal(schema['$schema'], 'https://json-schema.org/draft/2020-12/schema');
@@ -392,7 +415,9 @@ t.test('JSON Schema', async (t) => {
       for (const [k, sub] of Object.entries(props)) {
         if (!isObj(sub)) return void t.fail(`${path}/${k} is a schema`);
         t.type(sub['description'], 'string', `${path}/${k} described`);
-        t.ok('default' in sub, `${path}/${k} has a default`);
+        // Optional keys without a default are the per-entry overrides and mode-specific keys.
+        const required = Array.isArray(node['required']) ? (node['required'] as string[]) : [];
+        if (!required.includes(k)) t.ok('default' in sub || OPTIONAL_NO_DEFAULT.has(k), `${path}/${k} has a default`);
         walk(sub, `${path}/${k}`);
       }
     }
@@ -426,8 +451,11 @@ t.test('JSON Schema', async (t) => {
       drain_timeout_ms: 10000,
       interceptor: { listen: '127.0.0.1:8080', mitm: { ca_dir: 'certs', bypass_hosts: [] } },
       admin: { listen: '127.0.0.1:9090' },
-      connector: { default_timeout_ms: 30000 },
+      connector: { default_timeout_ms: 30000, idle_timeout_ms: 60000, allow_private: [], hosts: [] },
     },
+    credentials: [],
+    vault: { ...DEFAULT_VALUES.vault },
+    redis: { ...DEFAULT_VALUES.redis },
   });
   t.same(jsonSchemaErrors(schema, rootDefault), []);
   t.same(parseConfigText(stringify(rootDefault as Obj), 'f', '/work').sidecar, DEFAULT_VALUES.sidecar);

@@ -1,12 +1,11 @@
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { freePort, RedisServer } from './helpers/redis.js';
 import { createLogger } from '../src/log.js';
 import { createRateLimiter } from '../src/connector/rate-limit.js';
 import type { Acquired, BucketLimit, RateLimiter, RedisLimitConfig } from '../src/connector/rate-limit.js';
@@ -15,62 +14,6 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const TIMEOUT_MS = 300;
 const RPS = 20;
 const BURST = 5;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-/** A throwaway redis-server on a loopback port, no persistence. */
-class RedisServer {
-  proc: ChildProcess | null = null;
-  constructor(readonly port: number) {}
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    this.proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      stdio: 'ignore',
-    });
-    const probe = new Redis({ port: this.port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    probe.on('error', () => {}); // refused until it listens
-    try {
-      for (let i = 0; i < 200; i++) {
-        try {
-          await probe.connect();
-          await probe.ping();
-          return;
-        } catch {
-          await sleep(25);
-        }
-      }
-      throw new Error('redis-server did not start');
-    } finally {
-      probe.disconnect();
-    }
-  }
-
-  async kill(): Promise<void> {
-    const p = this.proc;
-    this.proc = null;
-    if (p === null || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill('SIGKILL');
-    await exited;
-  }
-
-  signal(sig: NodeJS.Signals): void {
-    this.proc?.kill(sig);
-  }
-}
 
 /** The compiled module for the child process; rebuilt when dist/ is older than the source. */
 function ensureDist(): string {

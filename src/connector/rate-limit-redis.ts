@@ -4,14 +4,14 @@
  * WHY NOT BOTTLENECK'S IOREDIS DATASTORE (issue 3 asked for it; measured with bench/limiter.mjs on a
  * shared 2-core box, bottleneck 2.19.5 + ioredis 5.11 + redis-server 7.0 on loopback, configured as the
  * issue says: reservoir = burst, +1 every 1000/rps ms up to burst, heartbeatInterval = that interval):
- *   - Overhead with tokens available: ~1.9 ms p50 / ~6 ms p99 per job (several scripts + pub/sub per
- *     job), against ~0.1 ms p50 / ~0.17 ms p99 for this script.
+ *   - Overhead with tokens available: ~1.9 ms p50 / 6-8 ms p99 per job (several scripts + pub/sub per
+ *     job), against ~0.09 ms p50 / ~0.17-0.19 ms p99 for this script.
  *   - Waits cannot be bounded: a queued job has no deadline and cannot be withdrawn. Two instances,
  *     rps 20 burst 5, callers giving up after 200 ms: 57 of the 65 tokens in 3 s went to jobs whose
  *     caller had already given up, only 8 requests were served (-88%), and 101 jobs were still queued
  *     after the callers stopped.
- *   - Without deadlines the joint total was right (65 of 65) but one instance got 63 grants and the
- *     other 2: the "capacity" broadcast favours one client, so a replica can starve.
+ *   - Without deadlines the joint total was right (65 of 65) but split 63/2 and 57/8 between the two
+ *     instances in two runs: the "capacity" broadcast favours one client, so a replica can starve.
  * The script below answers each acquire in one round trip, reserves the caller's slot only if it falls
  * within the caller's deadline (so nothing is left queued and a timed-out caller never spends a token
  * later), and reads the clock with `redis.call('TIME')`, so replica clocks do not matter.
