@@ -664,3 +664,72 @@ t.test('positions: never throws', async (t) => {
   t.doesNotThrow(() => scanTomlPositions('a = ' + '['.repeat(100_000)));
   t.doesNotThrow(() => scanTomlPositions('a = ' + '{ b = '.repeat(50_000)));
 });
+
+t.test('connector, credentials, vault and redis keys: values and exact errors', async (t) => {
+  process.env['FIRMA_CFG_TEST_KEY'] = 'x';
+  t.teardown(() => {
+    delete process.env['FIRMA_CFG_TEST_KEY'];
+  });
+  const ok = parseAt(`[sidecar.connector]
+idle_timeout_ms = 5000
+allow_private = ["10.0.0.0/8:5432", "127.0.0.1", "[fd00::/8]:443"]
+
+[[sidecar.connector.hosts]]
+host = "API.OpenAI.com"
+rps = 60
+burst = 10
+
+[[sidecar.connector.hosts]]
+host = "127.0.0.1:9100"
+rps = 5
+timeout_ms = 100
+
+[[credentials]]
+host = "api.openai.com"
+mode = "basic"
+value_from_env = "FIRMA_CFG_TEST_KEY"
+prefix = "Bearer "
+
+[[credentials]]
+host = "api.stripe.com"
+mode = "vault"
+secret_path = "secret/data/stripe#api_key"
+
+[vault]
+auth = "approle"
+role_id_file = "role"
+secret_id_env = "SID"
+
+[redis]
+url = "redis://127.0.0.1:6379"
+`);
+  t.same(ok.sidecar.connector.hosts.map((h) => [h.host.host, h.host.port, h.rps, h.burst, h.timeout_ms]), [
+    ['api.openai.com', null, 60, 10, undefined],
+    ['127.0.0.1', 9100, 5, undefined, 100],
+  ]);
+  t.same(ok.sidecar.connector.allow_private.map((r) => [r.family, r.prefix, r.port]), [[4, 8, 5432], [4, 32, null], [6, 8, 443]]);
+  t.same(ok.credentials[1]?.secret_path, { path: 'secret/data/stripe', field: 'api_key' });
+  t.equal(ok.vault.role_id_file, '/etc/firma/role', 'relative to the config folder');
+  t.equal(ok.redis.on_error, 'deny', 'fail closed by default');
+
+  const cases: Array<[string, string, RegExp]> = [
+    ['duplicate host', '[[sidecar.connector.hosts]]\nhost = "a.example"\n[[sidecar.connector.hosts]]\nhost = "A.example:443"\n[[sidecar.connector.hosts]]\nhost = "a.example"\n',
+      /^firma\.toml:\d+:\d+: sidecar\.connector\.hosts: duplicate host "a\.example" \(entries 1 and 3\)$/],
+    ['burst without rps', '[[sidecar.connector.hosts]]\nhost = "a.example"\nburst = 3\n', /^firma\.toml:1:1: sidecar\.connector\.hosts\[0\]: burst needs rps$/],
+    ['bad host', '[[sidecar.connector.hosts]]\nhost = "https://a.example/"\n', /^firma\.toml:2:1: sidecar\.connector\.hosts\[0\]\.host: expected an exact host/],
+    ['bad cidr', '[sidecar.connector]\nallow_private = ["10.0.0.0/33"]\n', /^firma\.toml:2:\d+: sidecar\.connector\.allow_private\[0\]: .*prefix length "33" must be 0-32$/],
+    ['missing env var', '[[credentials]]\nhost = "a.example"\nmode = "basic"\nvalue_from_env = "FIRMA_CFG_UNSET_VAR"\n',
+      /^firma\.toml:1:1: credentials\[0\]: environment variable FIRMA_CFG_UNSET_VAR is not set \(value_from_env\)$/],
+    ['vault without path', '[[credentials]]\nhost = "a.example"\nmode = "vault"\n', /credentials\[0\]: mode = "vault" needs secret_path/],
+    ['kv v1 path', '[[credentials]]\nhost = "a.example"\nmode = "vault"\nsecret_path = "secret/stripe#k"\n', /credentials\[0\]\.secret_path: expected a KV v2 path/],
+    ['missing mode', '[[credentials]]\nhost = "a.example"\n', /^firma\.toml:1:1: credentials\[0\]\.mode: missing required key "mode"$/],
+    ['approle ids', '[vault]\nauth = "approle"\nrole_id_env = "R"\n', /vault: auth = "approle" needs exactly one of secret_id_env, secret_id_file/],
+    ['kubernetes role', '[vault]\nauth = "kubernetes"\n', /vault: auth = "kubernetes" needs kubernetes_role/],
+    ['redis url', '[redis]\nurl = "http://127.0.0.1:6379"\n', /^firma\.toml:2:1: redis\.url: expected "" \(no Redis\) or a redis:\/\//],
+  ];
+  for (const [name, text, expected] of cases) {
+    const issues = issuesOf(() => parseAt(text));
+    t.equal(issues.length, 1, `${name}: one issue (${issues.join(' | ')})`);
+    t.match(issues[0] ?? '', expected, name);
+  }
+});
