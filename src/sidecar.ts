@@ -6,6 +6,7 @@ import { LeafCertificates } from './intercept/leaf-certs.js';
 import { Interceptor } from './intercept/proxy.js';
 import { Connector } from './connector/connector.js';
 import { AdminServer } from './admin/server.js';
+import { createPipeline } from './enforce/setup.js';
 import { HostPolicies } from './connector/host-policy.js';
 import { createRateLimiter } from './connector/rate-limit.js';
 import { createCredentialInjector } from './connector/credentials.js';
@@ -64,6 +65,7 @@ export class Sidecar {
     const { config, log } = opts;
     const { ca, created } = initCa(config.sidecar.interceptor.mitm.ca_dir);
     if (created) log.info({ ca_cert: ca.certPath }, 'created a new local CA; give agents its certificate (firma ca export --env)');
+    const decisions = createPipeline(config, log);
     const leafCerts = new LeafCertificates(ca);
     const hosts = new HostPolicies(config.sidecar.connector);
     const buckets = hosts.buckets();
@@ -89,6 +91,8 @@ export class Sidecar {
       defaultAgentId: config.sidecar.agent_id,
       bypassHosts: config.sidecar.interceptor.mitm.bypass_hosts,
       leafCerts,
+      pipeline: decisions.pipeline,
+      bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
       connector,
       log,
     });
@@ -121,6 +125,7 @@ export class Sidecar {
       proxyAddress,
       adminAddress,
       release: async () => {
+        decisions.close();
         await limiter?.close();
         await closeCredentials();
       },
@@ -131,6 +136,11 @@ export class Sidecar {
         admin: `${adminAddress.address}:${adminAddress.port}`,
         config: config.source.path ?? '(built-in defaults)',
         ca_cert: ca.certPath,
+        mode: config.sidecar.mode,
+        mapping_rules: decisions.rules.mapping.ruleCount,
+        policies: decisions.rules.policy.policyIds.length,
+        policy_hash: decisions.rules.policy.policyHash,
+        capabilities: config.sidecar.capabilities.required ? 'required' : 'off',
       },
       'firma sidecar ready',
     );

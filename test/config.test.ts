@@ -32,8 +32,22 @@ function issuesOf(fn: () => unknown): string[] {
 const parseAt = (text: string): FirmaConfig => parseConfigText(text, 'firma.toml', '/etc/firma');
 const issues = (text: string): string[] => issuesOf(() => parseAt(text));
 
+const decisionDefaults = (base: string): Record<string, unknown> => ({
+  mapping: { default_protected: true, rules_paths: [`${base}/mappings/*.toml`], body_limit_bytes: 65536 },
+  capabilities: {
+    required: true,
+    public_key_file: `${base}/keys/capability.pub`,
+    signing_key_file: `${base}/keys/capability.key`,
+    revocation_file: `${base}/keys/revoked.txt`,
+    token_file: '',
+  },
+  policy: { dir: `${base}/policies` },
+});
+
 const DEFAULT_VALUES = {
   sidecar: {
+    mode: 'enforce',
+    ...decisionDefaults('/work'),
     agent_id: 'local-agent',
     log_level: 'info',
     drain_timeout_ms: 10000,
@@ -144,6 +158,8 @@ default_timeout_ms = 3_600_000
 `);
   t.same(config, {
     sidecar: {
+      mode: 'enforce',
+      ...decisionDefaults('/etc/firma'),
       agent_id: 'agent-7@team:prod',
       log_level: 'debug',
       drain_timeout_ms: 0,
@@ -446,6 +462,16 @@ t.test('JSON Schema', async (t) => {
   const rootDefault = schema['default'] as JsonValue;
   t.same(rootDefault, {
     sidecar: {
+      mode: 'enforce',
+      mapping: { default_protected: true, rules_paths: ['mappings/*.toml'], body_limit_bytes: 65536 },
+      capabilities: {
+        required: true,
+        public_key_file: 'keys/capability.pub',
+        signing_key_file: 'keys/capability.key',
+        revocation_file: 'keys/revoked.txt',
+        token_file: '',
+      },
+      policy: { dir: 'policies' },
       agent_id: 'local-agent',
       log_level: 'info',
       drain_timeout_ms: 10000,

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { ProxyAgent, request } from 'undici';
-import { spawnSidecar, configDir, type SidecarProcess } from './helpers/sidecar.js';
+import { spawnSidecar, configDir, writeDecisionFiles, type SidecarProcess } from './helpers/sidecar.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
 import { startFakeVault, type FakeVault } from './helpers/vault-server.js';
 import { freePort, RedisServer } from './helpers/redis.js';
@@ -83,7 +83,9 @@ timeout_ms = 300
     while (j < rel.length && (rel[j] as number) - (rel[i] as number) < 1000) j++;
     maxInWindow = Math.max(maxInWindow, j - i);
   }
-  t.ok(maxInWindow <= 12, `at most rps + burst = 12 in any 1 s window across both (saw ${maxInWindow})`);
+  // Grants are exact (the limiter tests check grant times); arrival at the upstream adds a few ms of
+  // jitter, which can pull one more arrival into a window: allow that one.
+  t.ok(maxInWindow <= 13, `at most rps + burst = 12 (+1 for arrival jitter) in any 1 s window across both (saw ${maxInWindow})`);
   // Kill Redis: fail closed (default on_error = "deny"), quickly.
   await redis.kill();
   const started = performance.now();
@@ -115,7 +117,8 @@ t.test('Vault credentials through the sidecar: AppRole login, injection, rotatio
   const dir = mkdtempSync(join(tmpdir(), 'firma-vault-'));
   writeFileSync(join(dir, 'role_id'), roleId);
   writeFileSync(join(dir, 'secret_id'), secretId, { mode: 0o600 });
-  writeFileSync(join(dir, 'firma.toml'), `
+  const decisionTables = writeDecisionFiles(dir);
+  writeFileSync(join(dir, 'firma.toml'), decisionTables + `
 [sidecar]
 log_level = "info"
 [sidecar.interceptor]

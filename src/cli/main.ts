@@ -3,6 +3,8 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';
 import { initCa, loadCa, caEnvLines } from '../intercept/ca.js';
+import { issueToken, revokeToken, parseDuration } from '../enforce/tokens.js';
+import { loadDecisionRules } from '../enforce/setup.js';
 import { createLogger } from '../log.js';
 import { Sidecar } from '../sidecar.js';
 import { errorCode } from '../errors.js';
@@ -15,6 +17,10 @@ usage:
   firma ca init [--config PATH]      create the local CA under ca_dir (never overwrites)
   firma ca export [--env] [--config PATH]
                                      print the CA certificate PEM, or the env lines that make clients trust it
+  firma token issue --agent ID --actions a,b --scope HOST[/PATH] [--ttl 1h] [--config PATH]
+                                     mint a capability token (PASETO v4.public) with the local signing key
+  firma token revoke TOKEN_ID [--config PATH]
+                                     add a token id to the revocation list (takes effect without restart)
   firma schema                       print the JSON Schema of firma.toml (for editors)
   firma version
 `;
@@ -76,7 +82,18 @@ async function start(configFlag: string | undefined): Promise<void> {
 
 function check(configFlag: string | undefined): void {
   const config = readConfig(configFlag);
-  process.stdout.write(`${config.source.path ?? '(built-in defaults)'}: ok\n`);
+  let rules;
+  try {
+    rules = loadDecisionRules(config);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+  for (const w of rules.policy.warnings) process.stderr.write(`warning: ${w}\n`);
+  process.stdout.write(
+    `${config.source.path ?? '(built-in defaults)'}: ok — ${rules.mapping.ruleCount} mapping rules in ${rules.mapping.files.length} files, ` +
+      `${rules.policy.policyIds.length} policies (sha256 ${rules.policy.policyHash.slice(0, 12)}…)\n`,
+  );
 }
 
 function caCommand(sub: string | undefined, env: boolean, configFlag: string | undefined): void {
@@ -103,6 +120,53 @@ function caCommand(sub: string | undefined, env: boolean, configFlag: string | u
   fail(`firma ca: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
 }
 
+async function tokenCommand(sub: string | undefined, rest: readonly string[], values: TokenFlags): Promise<void> {
+  const config = readConfig(values.config);
+  const caps = config.sidecar.capabilities;
+  try {
+    if (sub === 'issue') {
+      if (values.agent === undefined || values.actions === undefined || values.scope === undefined) {
+        fail('firma token issue: --agent, --actions and --scope are required\n\n' + USAGE, 2);
+      }
+      const issued = await issueToken({
+        signingKeyFile: caps.signing_key_file,
+        publicKeyFile: caps.public_key_file,
+        agent: values.agent,
+        actions: values.actions.split(',').map((a) => a.trim()).filter((a) => a !== ''),
+        scope: values.scope,
+        ttlMs: parseDuration(values.ttl ?? '1h'),
+      });
+      // The token on stdout alone (so `TOKEN=$(firma token issue …)` works); facts on stderr.
+      process.stdout.write(`${issued.token}\n`);
+      process.stderr.write(
+        `token id ${issued.jti}, agent ${values.agent}, scope ${issued.scope}, expires ${issued.exp.toISOString()}\n` +
+          (issued.keyCreated ? `created the signing key pair: ${caps.signing_key_file} (0600) and ${caps.public_key_file}\n` : ''),
+      );
+      return;
+    }
+    if (sub === 'revoke') {
+      const jti = rest[0];
+      if (jti === undefined) fail('firma token revoke: TOKEN_ID is required\n\n' + USAGE, 2);
+      const { added } = revokeToken(caps.revocation_file, jti);
+      process.stdout.write(`${added ? 'revoked' : 'already revoked'}: ${jti} (${caps.revocation_file})\n`);
+      return;
+    }
+  } catch (err) {
+    const code = errorCode(err);
+    if (code !== undefined && code.startsWith('FIRMA_')) fail(`firma token ${sub}: ${(err as Error).message}`);
+    throw err;
+  }
+  fail(`firma token: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
+}
+
+interface TokenFlags {
+  readonly config?: string | undefined;
+  readonly agent?: string | undefined;
+  readonly actions?: string | undefined;
+  readonly scope?: string | undefined;
+  readonly ttl?: string | undefined;
+}
+
 async function main(argv: string[]): Promise<void> {
   let parsed;
   try {
@@ -113,13 +177,17 @@ async function main(argv: string[]): Promise<void> {
         config: { type: 'string', short: 'c' },
         env: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
+        agent: { type: 'string' },
+        actions: { type: 'string' },
+        scope: { type: 'string' },
+        ttl: { type: 'string' },
       },
     });
   } catch (err) {
     fail(`firma: ${(err as Error).message}\n\n${USAGE}`, 2);
   }
   const { values, positionals } = parsed;
-  const [command, sub] = positionals;
+  const [command, sub, ...rest] = positionals;
   if (values.help || command === undefined || command === 'help') {
     process.stdout.write(USAGE);
     return;
@@ -131,6 +199,8 @@ async function main(argv: string[]): Promise<void> {
       return check(values.config);
     case 'ca':
       return caCommand(sub, values.env ?? false, values.config);
+    case 'token':
+      return tokenCommand(sub, rest, values);
     case 'schema':
       process.stdout.write(JSON.stringify(firmaConfigJsonSchema(), null, 2) + '\n');
       return;

@@ -28,6 +28,10 @@ export const firmaConfigSchema = s
   .table({
     sidecar: s
       .table({
+        mode: s
+          .enum(['enforce', 'monitor'])
+          .default('enforce')
+          .describe('"enforce" blocks what the pipeline denies; "monitor" decides and reports everything but blocks nothing (responses carry x-firma-would-deny).'),
         agent_id: s
           .string()
           .refine(checkAgentId, { pattern: AGENT_ID_PATTERN, minLength: 1, maxLength: 128 })
@@ -70,6 +74,62 @@ export const firmaConfigSchema = s
               .describe('Admin API listener (health, readiness, metrics, approvals) as host:port.'),
           })
           .describe('The admin API.'),
+
+        mapping: s
+          .table({
+            default_protected: s
+              .boolean()
+              .default(true)
+              .describe('Requests no mapping rule classifies are denied ("unclassified"); false lets them through unprotected (no credentials, still logged and audited).'),
+            rules_paths: s
+              .array(s.string().transform(resolveConfigRelativePath), { unique: true })
+              .default(['mappings/*.toml'])
+              .describe('Mapping rule files ([[rules]] method/host/path/action_class/risk); "*" and "?" may be used in the file name part.'),
+            body_limit_bytes: s
+              .integer({ min: 1, max: 16_777_216 })
+              .default(65_536)
+              .describe('For rules with body_fields: how much of a JSON request body is read to extract them; a larger body is denied.'),
+          })
+          .describe('Normalization: mapping rules give each request an action class and a risk tier.'),
+
+        capabilities: s
+          .table({
+            required: s
+              .boolean()
+              .default(true)
+              .describe('Stage 1: every classified request needs a valid capability token (PASETO v4.public) covering its action class and host/path.'),
+            public_key_file: s
+              .string()
+              .transform(resolveConfigRelativePath)
+              .default('keys/capability.pub')
+              .describe('Ed25519 public key (PEM) that verifies capability tokens.'),
+            signing_key_file: s
+              .string()
+              .transform(resolveConfigRelativePath)
+              .default('keys/capability.key')
+              .describe('Ed25519 private key (PEM, 0600) used by `firma token issue`; created with the public key on first use.'),
+            revocation_file: s
+              .string()
+              .transform(resolveConfigRelativePath)
+              .default('keys/revoked.txt')
+              .describe('Revoked token ids, one per line; watched, so `firma token revoke` takes effect without a restart.'),
+            token_file: s
+              .string()
+              .default('')
+              .transform((v, ctx) => (v === '' ? '' : resolveConfigRelativePath(v, ctx)))
+              .describe('The sidecar\'s own capability token, used for requests without Proxy-Authorization ("" = none).'),
+          })
+          .describe('Stage 1: capability tokens.'),
+
+        policy: s
+          .table({
+            dir: s
+              .string()
+              .transform(resolveConfigRelativePath)
+              .default('policies')
+              .describe('Folder of Cedar policies (*.cedar), validated against the shipped schema at startup and by `firma check`.'),
+          })
+          .describe('Stage 2: runtime policies (Cedar).'),
 
         connector: s
           .table({

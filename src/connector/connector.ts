@@ -64,6 +64,13 @@ export type TunnelDial =
   | { readonly ok: true; readonly socket: Socket }
   | { readonly ok: false; readonly error: ConnectorErrorKind; readonly reply: Omit<SidecarReply, 'requestId'> };
 
+/** Request body bytes the sidecar already read (to check body fields); sent first, then the rest. */
+export interface BufferedBody {
+  readonly prefix: Buffer;
+  /** The prefix is the whole body. */
+  readonly complete: boolean;
+}
+
 const EVENT_STREAM = 'text/event-stream';
 
 function originOf(allowed: Allowed): string {
@@ -146,7 +153,8 @@ export class Connector {
     }
     let credentials: ResolvedCredential[] | null = null;
     const injector = this.#opts.credentials;
-    const entries = injector?.matchAll(target) ?? NONE;
+    // Unclassified traffic let through unprotected never carries a credential.
+    const entries = allowed.passthrough ? NONE : injector?.matchAll(target) ?? NONE;
     if (injector !== null && entries.length > 0) {
       try {
         credentials = await Promise.all(entries.map((e) => injector.resolve(e)));
@@ -184,7 +192,7 @@ export class Connector {
   }
 
   /** Forward an ordinary HTTP exchange and stream the answer into `res`. */
-  async forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse): Promise<DispatchOutcome> {
+  async forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse, buffered: BufferedBody | null = null): Promise<DispatchOutcome> {
     this.#check(allowed);
     const requestId = allowed.envelope.requestId;
     const pre = await this.#preflight(allowed);
@@ -196,14 +204,22 @@ export class Connector {
     // Pull-based: undici reads the next chunk only when the upstream socket can take it, so a slow
     // upstream slows the agent's upload instead of filling the sidecar's memory. (A 'data' listener
     // here would switch the stream to flowing mode and lose chunks before undici attaches.)
-    const body = hasRequestBody(req)
-      ? (async function* counted(): AsyncGenerator<Buffer> {
-          for await (const chunk of req) {
-            bytesIn += (chunk as Buffer).length;
-            yield chunk as Buffer;
-          }
-        })()
-      : null;
+    let body: Buffer | AsyncGenerator<Buffer> | null = null;
+    if (buffered !== null && buffered.complete) {
+      bytesIn = buffered.prefix.length;
+      body = buffered.prefix;
+    } else if (buffered !== null || hasRequestBody(req)) {
+      body = (async function* counted(): AsyncGenerator<Buffer> {
+        if (buffered !== null) {
+          bytesIn += buffered.prefix.length;
+          yield buffered.prefix;
+        }
+        for await (const chunk of req) {
+          bytesIn += (chunk as Buffer).length;
+          yield chunk as Buffer;
+        }
+      })();
+    }
     const credentialInjected = pre.credentials !== null;
 
     return new Promise<DispatchOutcome>((resolve) => {
@@ -243,7 +259,9 @@ export class Connector {
           if (statusCode < 200) return; // 1xx interim answers are not relayed
           upstreamStatus = statusCode;
           clearTimeout(timer);
-          res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(headers as IncomingHttpHeaders));
+          const out = downstreamResponseHeaders(headers as IncomingHttpHeaders);
+          if (allowed.wouldDeny !== null) out['x-firma-would-deny'] = wouldDenyHeader(allowed);
+          res.writeHead(statusCode, statusMessage, out);
           // Streams (SSE) must show their headers at once; other responses let the first write carry them.
           const ct = headers['content-type'];
           if (typeof ct === 'string' && ct.startsWith(EVENT_STREAM)) res.flushHeaders();
@@ -281,7 +299,7 @@ export class Connector {
           method: allowed.envelope.method as Dispatcher.HttpMethod,
           headers: this.#headers(req, pre.credentials, false),
           // undici accepts an AsyncIterable body (docs: Dispatcher.dispatch); its .d.ts omits it.
-          body: body as unknown as Readable | null,
+          body: body as unknown as Readable | Buffer | null,
           headersTimeout: pre.policy.timeoutMs,
           bodyTimeout: pre.policy.idleTimeoutMs,
         },
@@ -415,6 +433,13 @@ export class Connector {
 }
 
 const NONE: readonly never[] = [];
+
+/** `x-firma-would-deny: capability; reason=token_expired; policies=p1,p2` (monitor mode). */
+function wouldDenyHeader(allowed: Allowed): string {
+  const w = allowed.wouldDeny;
+  if (w === null) return '';
+  return `${w.stage}; reason=${w.reason}${w.policyIds.length > 0 ? `; policies=${w.policyIds.join(',')}` : ''}`;
+}
 
 /** Upper bound for the TCP/TLS connect itself; the request's own deadline usually ends it sooner. */
 const MAX_CONNECT_MS = 3_600_000;

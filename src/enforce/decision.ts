@@ -11,22 +11,42 @@ export type Stage =
   | 'credentials'
   | 'audit';
 
+/** What the pipeline would have refused, had it been enforcing (monitor mode). */
+export interface WouldDeny {
+  readonly stage: Stage;
+  readonly reason: string;
+  readonly policyIds: readonly string[];
+}
+
+/** Facts about the decision that the log and the audit record, whatever the verdict. */
+export interface DecisionFacts {
+  /** Capability token id (`jti`) when stage 1 read one; never the token. */
+  readonly tokenId: string | null;
+  /** The determining policies. */
+  readonly policyIds: readonly string[];
+  /** SHA-256 of the policy set that decided. */
+  readonly policyHash: string | null;
+}
+
 // A type-level brand no other module can name, so no other module can write an `Allowed` literal.
 declare const allowedBrand: unique symbol;
 
 /**
- * The only value the connector accepts. It is created by `enforce()` alone; the connector also checks
+ * The only value the connector accepts. It is created by the pipeline alone; the connector also checks
  * at run time that the value was issued by the pipeline (a cast cannot forge it).
  */
-export interface Allowed {
+export interface Allowed extends DecisionFacts {
   readonly verdict: 'allow';
   readonly envelope: Envelope;
   readonly identity: Identity;
-  readonly policyIds: readonly string[];
+  /** Unclassified traffic let through with `default_protected = false`: never gets credentials. */
+  readonly passthrough: boolean;
+  /** Monitor mode: what enforce mode would have refused (the response carries x-firma-would-deny). */
+  readonly wouldDeny: WouldDeny | null;
   readonly [allowedBrand]: true;
 }
 
-export interface Denied {
+export interface Denied extends DecisionFacts {
   readonly verdict: 'deny';
   readonly envelope: Envelope;
   readonly stage: Stage;
@@ -34,8 +54,7 @@ export interface Denied {
   readonly reason: string;
   /** One sentence for the human reading the 403. */
   readonly message: string;
-  readonly status: 403 | 407;
-  readonly policyIds: readonly string[];
+  readonly status: 400 | 403 | 407;
 }
 
 export type Decision = Allowed | Denied;

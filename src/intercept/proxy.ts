@@ -4,10 +4,11 @@ import { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
-import type { Identity, RawRequest, Target, EnvelopeKind } from '../normalize/envelope.js';
+import type { Identity, RawRequest, Target, EnvelopeKind, Envelope } from '../normalize/envelope.js';
 import type { Decision, Denied } from '../enforce/decision.js';
-import type { Connector, DispatchOutcome } from '../connector/connector.js';
-import { decide } from '../enforce/pipeline.js';
+import type { Connector, DispatchOutcome, BufferedBody } from '../connector/connector.js';
+import { classificationFailed, type Pipeline } from '../enforce/pipeline.js';
+import { readBoundedBody, extractBodyFields } from '../normalize/body.js';
 import { identityFromProxyAuthorization } from './proxy-auth.js';
 import { parseAuthority, parseHost, hostPatternMatches, type ParsedAuthority } from './hostname.js';
 import { readClientHello } from './client-hello.js';
@@ -21,6 +22,9 @@ export interface InterceptorOptions {
   /** Host patterns (`api.example.com`, `*.example.com`) tunnelled blind after a host-level decision. */
   readonly bypassHosts: readonly string[];
   readonly leafCerts: LeafCertificates;
+  readonly pipeline: Pipeline;
+  /** For rules with body_fields: how much of a JSON body is read before deciding. */
+  readonly bodyLimitBytes: number;
   readonly connector: Connector;
   readonly log: Logger;
   /** How long a fresh tunnel may take to send its first TLS bytes. */
@@ -33,13 +37,6 @@ interface TunnelContext {
   readonly identity: Identity;
   /** The ClientHello named another host than the CONNECT target: every request in it gets a 400. */
   readonly sniMismatch: string | null;
-}
-
-/** What the decision log line says about the request itself. */
-interface LoggedRequest {
-  readonly method: string;
-  readonly target: Target;
-  readonly pathAndQuery: string | null;
 }
 
 /** Result of reading the request target of one HTTP request. */
@@ -233,9 +230,9 @@ export class Interceptor {
     }
   }
 
-  #reply(socket: Duplex, reply: SidecarReply): void {
+  #reply(socket: Duplex, reply: SidecarReply, decision: Decision | null = null): void {
     sendReplyRaw(socket, reply);
-    this.#logLine(reply.requestId, null, null, reply, null, 0);
+    this.#logLine(decision, reply, null, 0);
   }
 
   #identity(req: IncomingMessage): Identity | null {
@@ -255,9 +252,48 @@ export class Interceptor {
     };
   }
 
-  #decide(kind: EnvelopeKind, requestId: string, identity: Identity, method: string, target: Target, pathAndQuery: string | null): Decision {
+  /**
+   * Classify, read the body fields a rule asks for, then run the stages. Never throws: any failure is
+   * a deny (fail closed). `body` is what was read of the request body, which the connector sends first.
+   */
+  async #evaluate(
+    kind: EnvelopeKind,
+    requestId: string,
+    identity: Identity,
+    method: string,
+    target: Target,
+    pathAndQuery: string | null,
+    req: IncomingMessage | null,
+  ): Promise<{ decision: Decision; body: BufferedBody | null }> {
     const raw: RawRequest = { requestId, kind, identity, method, target, pathAndQuery };
-    return decide(raw, (err) => this.#log.error({ err, request_id: requestId }, 'enforcement failed; denied'));
+    const pipeline = this.#opts.pipeline;
+    let envelope: Envelope;
+    try {
+      envelope = pipeline.classify(raw);
+    } catch (err) {
+      this.#log.error({ err, request_id: requestId }, 'classification failed; denied');
+      return { decision: classificationFailed(raw), body: null };
+    }
+    let body: BufferedBody | null = null;
+    if (req !== null && envelope.bodyFields.length > 0 && hasBody(req)) {
+      const read = await readBoundedBody(req, this.#opts.bodyLimitBytes);
+      body = { prefix: read.prefix, complete: read.ok };
+      if (!read.ok) {
+        const message = read.reason === 'body_too_large'
+          ? `the request body is over ${this.#opts.bodyLimitBytes} bytes, the most read to check ${envelope.actionClass ?? 'this action'}`
+          : 'the request body ended before it was complete';
+        return { decision: pipeline.refuse(envelope, identity, 'policy', read.reason, message), body };
+      }
+      const fields = extractBodyFields(read.prefix, envelope.bodyFields);
+      if (!fields.ok) {
+        return {
+          decision: pipeline.refuse(envelope, identity, 'policy', 'body_not_json', `${envelope.actionClass ?? 'this action'} is checked on its JSON body, and the body is not a JSON object`),
+          body,
+        };
+      }
+      envelope = pipeline.withBody(envelope, fields.values);
+    }
+    return { decision: await pipeline.decide(envelope, identity), body };
   }
 
   // ---------------------------------------------------------------- plain HTTP (absolute-form)
@@ -336,51 +372,46 @@ export class Interceptor {
   #handle(req: IncomingMessage, res: ServerResponse, requestId: string, identity: Identity, target: Target, pathAndQuery: string): void {
     const started = performance.now();
     const method = req.method ?? 'GET';
-    const decision = this.#decide('request', requestId, identity, method, target, pathAndQuery);
     if (this.#draining) res.shouldKeepAlive = false;
-    if (decision.verdict === 'deny') {
-      this.#denyHttp(res, decision, identity, { method, target, pathAndQuery }, started);
-      return;
-    }
     this.#begin();
-    this.#opts.connector.forward(decision, req, res).then(
-      (outcome) => {
+    void this.#evaluate('request', requestId, identity, method, target, pathAndQuery, req).then(({ decision, body }) => {
+      if (decision.verdict === 'deny') {
         this.#end();
-        this.#logLine(requestId, identity, { method, target, pathAndQuery }, null, outcome, started);
-      },
-      (err: unknown) => {
-        this.#end();
-        this.#log.error({ err, request_id: requestId }, 'connector failed');
-        this.#replyHttp(res, {
-          status: 502,
-          decision: 'allow',
-          stage: 'connector',
-          reason: 'network',
-          message: 'the request could not be dispatched',
-          requestId,
-        });
-      },
-    );
+        // A body we stopped reading part-way cannot be skipped reliably: close after the answer.
+        this.#denyHttp(res, decision, started, body !== null && !body.complete);
+        return;
+      }
+      this.#opts.connector.forward(decision, req, res, body).then(
+        (outcome) => {
+          this.#end();
+          this.#logLine(decision, null, outcome, started);
+        },
+        (err: unknown) => {
+          this.#end();
+          this.#log.error({ err, request_id: requestId }, 'connector failed');
+          this.#replyHttp(res, {
+            status: 502,
+            decision: 'allow',
+            stage: 'connector',
+            reason: 'network',
+            message: 'the request could not be dispatched',
+            requestId,
+          });
+        },
+      );
+    });
   }
 
-  #denyHttp(res: ServerResponse, d: Denied, identity: Identity, req: LoggedRequest, started: number): void {
-    const reply: SidecarReply = {
-      status: d.status,
-      decision: 'deny',
-      stage: d.stage,
-      reason: d.reason,
-      message: d.message,
-      requestId: d.envelope.requestId,
-      policyIds: d.policyIds,
-    };
-    sendReply(res, reply);
-    this.#logLine(d.envelope.requestId, identity, req, reply, null, started);
+  #denyHttp(res: ServerResponse, d: Denied, started: number, close = false): void {
+    const reply = denyReply(d);
+    sendReply(res, reply, close);
+    this.#logLine(d, reply, null, started);
   }
 
   #replyHttp(res: ServerResponse, reply: SidecarReply): void {
     // A request body we refuse is not read; closing keeps a half-sent body from being parsed as a request.
     sendReply(res, reply, reply.status === 400 || reply.status === 407);
-    this.#logLine(reply.requestId, null, null, reply, null, 0);
+    this.#logLine(null, reply, null, 0);
   }
 
   // ---------------------------------------------------------------- CONNECT
@@ -496,25 +527,16 @@ export class Interceptor {
 
   async #blindTunnel(socket: Socket, requestId: string, identity: Identity, target: Target): Promise<void> {
     const started = performance.now();
-    const decision = this.#decide('tunnel', requestId, identity, 'CONNECT', target, null);
+    const { decision } = await this.#evaluate('tunnel', requestId, identity, 'CONNECT', target, null, null);
     if (decision.verdict === 'deny') {
-      const reply: SidecarReply = {
-        status: decision.status,
-        decision: 'deny',
-        stage: decision.stage,
-        reason: decision.reason,
-        message: decision.message,
-        requestId,
-        policyIds: decision.policyIds,
-      };
-      this.#reply(socket, reply);
+      this.#reply(socket, denyReply(decision), decision);
       return;
     }
     this.#begin();
     const dialed = await this.#opts.connector.dialTunnel(decision);
     if (!dialed.ok) {
       this.#end();
-      this.#reply(socket, { ...dialed.reply, requestId });
+      this.#reply(socket, { ...dialed.reply, requestId }, decision);
       return;
     }
     const upstream = dialed.socket;
@@ -532,14 +554,7 @@ export class Interceptor {
       upstream.destroy();
       socket.destroy();
       this.#end();
-      this.#logLine(requestId, identity, { method: 'CONNECT', target, pathAndQuery: null }, {
-        status: 400,
-        decision: 'deny',
-        stage: 'intercept',
-        reason: refuse,
-        message: '',
-        requestId,
-      }, null, started);
+      this.#logLine(decision, { status: 400, decision: 'deny', stage: 'intercept', reason: refuse, message: '', requestId }, null, started);
       return;
     }
     upstream.write(bytes);
@@ -557,7 +572,7 @@ export class Interceptor {
       socket.destroy();
       upstream.destroy();
       this.#end();
-      this.#logLine(requestId, identity, { method: 'CONNECT', target, pathAndQuery: null }, null, {
+      this.#logLine(decision, null, {
         status: 200,
         upstreamStatus: null,
         error: null,
@@ -605,31 +620,25 @@ export class Interceptor {
   #handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string, identity: Identity, target: Target, pathAndQuery: string): void {
     const started = performance.now();
     const method = req.method ?? 'GET';
-    const decision = this.#decide('websocket', requestId, identity, method, target, pathAndQuery);
-    if (decision.verdict === 'deny') {
-      this.#reply(socket, {
-        status: decision.status,
-        decision: 'deny',
-        stage: decision.stage,
-        reason: decision.reason,
-        message: decision.message,
-        requestId,
-        policyIds: decision.policyIds,
-      });
-      return;
-    }
     this.#begin();
-    this.#opts.connector.upgrade(decision, req, socket, head).then(
-      (outcome) => {
+    void this.#evaluate('websocket', requestId, identity, method, target, pathAndQuery, null).then(({ decision }) => {
+      if (decision.verdict === 'deny') {
         this.#end();
-        this.#logLine(requestId, identity, { method, target, pathAndQuery }, null, outcome, started);
-      },
-      (err: unknown) => {
-        this.#end();
-        this.#log.error({ err, request_id: requestId }, 'upgrade failed');
-        socket.destroy();
-      },
-    );
+        this.#reply(socket, denyReply(decision), decision);
+        return;
+      }
+      this.#opts.connector.upgrade(decision, req, socket, head).then(
+        (outcome) => {
+          this.#end();
+          this.#logLine(decision, null, outcome, started);
+        },
+        (err: unknown) => {
+          this.#end();
+          this.#log.error({ err, request_id: requestId }, 'upgrade failed');
+          socket.destroy();
+        },
+      );
+    });
   }
 
   // ---------------------------------------------------------------- malformed input
@@ -657,28 +666,33 @@ export class Interceptor {
 
   // ---------------------------------------------------------------- the one decision log line
 
-  #logLine(
-    requestId: string,
-    identity: Identity | null,
-    req: LoggedRequest | null,
-    reply: SidecarReply | null,
-    outcome: DispatchOutcome | null,
-    started: number,
-  ): void {
+  /**
+   * One line per request, written when it is over (smokescreen's decision log): who, what, the
+   * verdict with its stage, reason, policies and token id, and what the connector reported.
+   * `reply` is set when the sidecar answered itself.
+   */
+  #logLine(decision: Decision | null, reply: SidecarReply | null, outcome: DispatchOutcome | null, started: number): void {
     if (!this.#log.isLevelEnabled('info')) return;
-    const q = req?.pathAndQuery?.indexOf('?') ?? -1;
+    const e = decision?.envelope;
+    const allowed = decision !== null && decision.verdict === 'allow' ? decision : null;
     this.#log.info(
       {
-        request_id: requestId,
-        agent_id: identity?.agentId,
-        method: req?.method,
-        host: req?.target.host,
-        port: req?.target.port,
+        request_id: e?.requestId ?? reply?.requestId,
+        agent_id: e?.agentId,
+        method: e?.method,
+        host: e?.target.host,
+        port: e?.target.port,
         // Query values may carry secrets; the path alone is logged.
-        path: req?.pathAndQuery == null ? undefined : q === -1 ? req.pathAndQuery : req.pathAndQuery.slice(0, q),
-        decision: reply?.decision ?? 'allow',
+        path: e?.path ?? undefined,
+        action_class: e?.actionClass ?? undefined,
+        risk: e?.risk ?? undefined,
+        rule: e?.ruleId ?? undefined,
+        decision: reply?.decision ?? (allowed?.passthrough === true ? 'passthrough' : 'allow'),
         stage: reply?.stage,
         reason: reply?.reason,
+        would_deny: allowed?.wouldDeny === null || allowed === null ? undefined : `${allowed.wouldDeny.stage}:${allowed.wouldDeny.reason}`,
+        token_id: decision?.tokenId ?? undefined,
+        policy_ids: decision !== null && decision.policyIds.length > 0 ? decision.policyIds : undefined,
         status: reply?.status ?? outcome?.status,
         error: outcome?.error ?? undefined,
         error_code: outcome?.errorCode ?? undefined,
@@ -694,3 +708,22 @@ export class Interceptor {
   }
 }
 
+/** The 403/407 answer for a pipeline deny. */
+function denyReply(d: Denied): SidecarReply {
+  return {
+    status: d.status,
+    decision: 'deny',
+    stage: d.stage,
+    reason: d.reason,
+    message: d.message,
+    requestId: d.envelope.requestId,
+    policyIds: d.policyIds,
+    ...(d.status === 407 ? { headers: { 'proxy-authenticate': 'Basic realm="firma"' } } : {}),
+  };
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}

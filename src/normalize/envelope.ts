@@ -24,19 +24,30 @@ export interface Target {
 /** How the request reached the sidecar; decisions on a whole tunnel have no method or path. */
 export type EnvelopeKind = 'request' | 'websocket' | 'tunnel';
 
+/** JSON values stage 2 may see from a request body (only the fields a rule opted into). */
+export type BodyValue = string | number | boolean | null;
+
 export interface Envelope {
   readonly requestId: string;
   readonly kind: EnvelopeKind;
   readonly agentId: string;
   readonly method: string;
   readonly target: Target;
-  /** Path without the query string, as sent; `null` for a blind tunnel. */
+  /** Path without the query string, as sent (what is forwarded); `null` for a blind tunnel. */
   readonly path: string | null;
   /** Raw query string without `?`, or null when the target had no `?`. Audit records keys only. */
   readonly query: string | null;
-  /** Set by the mapping rules (policy issue); `null` until a rule classifies the request. */
+  /** The path as rules and policies see it: percent-decoding of unreserved characters, dot segments and duplicate slashes resolved. */
+  readonly normalizedPath: string;
+  /** Set by the mapping rules; `null` when no rule classifies the request. */
   readonly actionClass: string | null;
   readonly risk: Risk | null;
+  /** The rule that classified the request (`file:line`), or null. */
+  readonly ruleId: string | null;
+  /** Body fields the rule opted into (names); their values arrive in `body`. */
+  readonly bodyFields: readonly string[];
+  /** Values of `bodyFields` read from a JSON body; null when the rule asks for none. */
+  readonly body: Readonly<Record<string, BodyValue>> | null;
 }
 
 export interface RawRequest {
@@ -49,24 +60,9 @@ export interface RawRequest {
   readonly pathAndQuery: string | null;
 }
 
-/** Normalizer entry point: RawRequest → Envelope. Classification by mapping rules lands here next. */
-export function normalize(raw: RawRequest): Envelope {
-  let path: string | null = null;
-  let query: string | null = null;
-  if (raw.pathAndQuery !== null) {
-    const q = raw.pathAndQuery.indexOf('?');
-    path = q === -1 ? raw.pathAndQuery : raw.pathAndQuery.slice(0, q);
-    query = q === -1 ? null : raw.pathAndQuery.slice(q + 1);
-  }
-  return {
-    requestId: raw.requestId,
-    kind: raw.kind,
-    agentId: raw.identity.agentId,
-    method: raw.method,
-    target: raw.target,
-    path,
-    query,
-    actionClass: null,
-    risk: null,
-  };
+/** Path and query split of an origin-form target; `?` with nothing after is kept distinct from no `?`. */
+export function splitTarget(pathAndQuery: string | null): { path: string | null; query: string | null } {
+  if (pathAndQuery === null) return { path: null, query: null };
+  const q = pathAndQuery.indexOf('?');
+  return q === -1 ? { path: pathAndQuery, query: null } : { path: pathAndQuery.slice(0, q), query: pathAndQuery.slice(q + 1) };
 }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
@@ -30,7 +30,46 @@ export interface TestSidecar {
  * An in-process sidecar on ephemeral ports, with its own CA in a fresh folder and the test upstream CA
  * trusted for upstream TLS. `extraToml` is appended to a minimal firma.toml.
  */
+/** Where the repo's default policies live (copied into test folders). */
+const DEFAULT_POLICY = join(REPO, 'policies', 'default.cedar');
+
+/** A catch-all rule: every request is `test.call`, low risk (so the default policies permit it). */
+export const CATCH_ALL_RULES = `[[rules]]
+host = "*"
+action_class = "test.call"
+risk = "low"
+`;
+
+/**
+ * Write mapping rules and policies into `dir` and return the config tables that point at them. Stage 1
+ * is off unless `capabilities` says otherwise: tests of other features do not carry tokens.
+ */
+export function writeDecisionFiles(
+  dir: string,
+  opts: { rules?: string; policies?: Record<string, string>; capabilities?: string } = {},
+): string {
+  mkdirSync(join(dir, 'mappings'), { recursive: true });
+  mkdirSync(join(dir, 'policies'), { recursive: true });
+  writeFileSync(join(dir, 'mappings', 'test.toml'), opts.rules ?? CATCH_ALL_RULES);
+  const policies = opts.policies ?? { 'default.cedar': readFileSync(DEFAULT_POLICY, 'utf8') };
+  for (const [name, text] of Object.entries(policies)) writeFileSync(join(dir, 'policies', name), text);
+  return `
+[sidecar.mapping]
+rules_paths = ["mappings/*.toml"]
+[sidecar.policy]
+dir = "policies"
+[sidecar.capabilities]
+${opts.capabilities ?? 'required = false'}
+`;
+}
+
 export interface TestSidecarOptions {
+  /** Mapping rules (TOML text of [[rules]]); default: everything is `test.call`, low risk. */
+  readonly rules?: string;
+  /** Policy files by name; default: the repo's default.cedar. */
+  readonly policies?: Record<string, string>;
+  /** Lines for [sidecar.capabilities]; default `required = false`. */
+  readonly capabilities?: string;
   /** Lines for [sidecar]. */
   readonly sidecar?: string;
   /** Lines for [sidecar.interceptor.mitm]. */
@@ -57,6 +96,7 @@ ${sections.mitm ?? ''}
 listen = "127.0.0.1:0"
 [sidecar.connector]
 ${sections.connector ?? 'allow_private = ["127.0.0.1/32"]'}
+${writeDecisionFiles(dir, sections)}
 ${extraToml}
 `;
   const file = join(dir, 'firma.toml');
@@ -139,9 +179,13 @@ export async function spawnSidecar(args: string[], opts: { cwd: string; env?: No
   return { proc, proxyPort: port(ready.proxy), adminPort: port(ready.admin), lines, exited };
 }
 
-/** Write a firma.toml into a fresh folder and return the folder. */
+/**
+ * Write a firma.toml into a fresh folder and return the folder. Unless the text has its own
+ * [sidecar.mapping], the catch-all test rules and default policies are added (stage 1 off).
+ */
 export function configDir(toml: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'firma-proc-'));
-  writeFileSync(join(dir, 'firma.toml'), toml);
+  const decisions = toml.includes('[sidecar.mapping]') ? '' : writeDecisionFiles(dir);
+  writeFileSync(join(dir, 'firma.toml'), toml + decisions);
   return dir;
 }

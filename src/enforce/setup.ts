@@ -1,0 +1,108 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { ensureSigningKey } from './tokens.js';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FirmaConfig } from '../config/index.js';
+import { ConfigError, type ConfigIssue } from '../config/index.js';
+import type { Logger } from '../log.js';
+import { MappingTable } from '../normalize/mapping.js';
+import { PolicyEngine } from './policy.js';
+import { CapabilityVerifier } from './capability.js';
+import { ActionCounters } from './counters.js';
+import { Pipeline } from './pipeline.js';
+import { FirmaError } from '../errors.js';
+
+/** Mapping rules and policies, loaded and validated together so every error is reported at once. */
+export interface DecisionRules {
+  readonly mapping: MappingTable;
+  readonly policy: PolicyEngine;
+}
+
+/**
+ * Load the mapping rules, then the Cedar policies validated against the action classes those rules
+ * produce. Throws one ConfigError with every issue of both (what `firma check` prints).
+ */
+export function loadDecisionRules(config: FirmaConfig): DecisionRules {
+  const issues: ConfigIssue[] = [];
+  let mapping: MappingTable | null = null;
+  const { rulesPaths, policyDir } = ruleLocations(config);
+  try {
+    mapping = MappingTable.load(rulesPaths);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    issues.push(...err.errors);
+  }
+  let policy: PolicyEngine | null = null;
+  try {
+    policy = PolicyEngine.load({
+      dir: policyDir,
+      ...(mapping !== null ? { actionClasses: mapping.actionClasses } : {}),
+    });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    issues.push(...err.errors);
+  }
+  if (issues.length > 0 || mapping === null || policy === null) throw new ConfigError(issues);
+  return { mapping, policy };
+}
+
+/** The sidecar's own folder (where `mappings/` and `policies/` ship), from dist/enforce/. */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * With a config file, its keys say where rules and policies are. With none (built-in defaults), the
+ * shipped mapping packs and default policies are used wherever the sidecar is started from.
+ */
+export function ruleLocations(config: FirmaConfig): { rulesPaths: readonly string[]; policyDir: string } {
+  if (config.source.path !== null) return { rulesPaths: config.sidecar.mapping.rules_paths, policyDir: config.sidecar.policy.dir };
+  return { rulesPaths: [join(PACKAGE_ROOT, 'mappings', '*.toml')], policyDir: join(PACKAGE_ROOT, 'policies') };
+}
+
+export interface PipelineSetup {
+  readonly pipeline: Pipeline;
+  readonly rules: DecisionRules;
+  close(): void;
+}
+
+/** Everything stage 1 and stage 2 need, from the config. */
+export function createPipeline(config: FirmaConfig, log: Logger): PipelineSetup {
+  const rules = loadDecisionRules(config);
+  const caps = config.sidecar.capabilities;
+  if (caps.required && !existsSync(caps.public_key_file) && !existsSync(caps.signing_key_file)) {
+    // First start on a fresh machine, like the CA: make the pair so `firma token issue` works. A
+    // deployment installs only the public key (the signing key stays with whoever issues tokens).
+    ensureSigningKey(caps.signing_key_file, caps.public_key_file);
+    log.info({ public_key: caps.public_key_file }, 'created the capability signing key pair; issue tokens with `firma token issue`');
+  }
+  const verifier = caps.required
+    ? CapabilityVerifier.create({ publicKeyFile: caps.public_key_file, revocationFile: caps.revocation_file, log })
+    : null;
+  let selfToken: string | null = null;
+  if (caps.token_file !== '') {
+    try {
+      selfToken = readFileSync(caps.token_file, 'utf8').trim();
+    } catch (err) {
+      throw new FirmaError('FIRMA_TOKEN_FILE_UNREADABLE', `cannot read [sidecar.capabilities] token_file ${caps.token_file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+  }
+  if (rules.mapping.ruleCount === 0 && config.sidecar.mapping.default_protected) {
+    log.warn({ rules_paths: config.sidecar.mapping.rules_paths }, 'no mapping rules loaded: every request will be denied as unclassified');
+  }
+  const pipeline = new Pipeline({
+    mode: config.sidecar.mode,
+    defaultProtected: config.sidecar.mapping.default_protected,
+    mapping: rules.mapping,
+    capabilities: verifier,
+    selfToken,
+    policy: rules.policy,
+    counters: new ActionCounters(),
+    onError: (err, requestId) => log.error({ err, request_id: requestId }, 'enforcement failed; denied'),
+  });
+  return {
+    pipeline,
+    rules,
+    close: () => {
+      verifier?.close();
+    },
+  };
+}
