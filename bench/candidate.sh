@@ -17,10 +17,21 @@ ADMIN_PORT="${FIRMA_BENCH_ADMIN_PORT:-0}"
 BYPASS=""
 if [[ -n "${BENCH_TUNNEL_HOST:-}" ]]; then BYPASS="\"${BENCH_TUNNEL_HOST}\""; fi
 MAIN="$ROOT/dist/cli/main.js"
-# The harness's upstream is on 127.0.0.1: let it past the SSRF guard when this sidecar version has one.
-ALLOW_PRIVATE=""
+# Keys only some sidecar versions have; added when the built CLI's schema has them (as bench/run.mjs does):
+# - connector.allow_private: the harness's upstream is on 127.0.0.1, behind the SSRF guard otherwise.
+# - mapping.default_protected = false (+ shipped mapping packs and policies): the harness's requests
+#   match no mapping rule and pass as unclassified traffic (mapping lookup only, no token, no Cedar).
 SCHEMA="$(node "$MAIN" schema 2>/dev/null || true)"
-if [[ "$SCHEMA" == *'"allow_private"'* ]]; then ALLOW_PRIVATE='allow_private = ["127.0.0.0/8"]'; fi
+CONNECTOR_EXTRA=""
+if [[ "$SCHEMA" == *'"allow_private"'* ]]; then CONNECTOR_EXTRA='allow_private = ["127.0.0.0/8"]'; fi
+TABLES_EXTRA=""
+if [[ "$SCHEMA" == *'"default_protected"'* ]]; then
+  POLICY_DIR="$ROOT/policies"
+  if [[ ! -d "$POLICY_DIR" ]]; then POLICY_DIR="$STATE/policies"; mkdir -p "$POLICY_DIR"; fi
+  TABLES_EXTRA=$'[sidecar.mapping]\ndefault_protected = false\n'
+  if [[ -d "$ROOT/mappings" ]]; then TABLES_EXTRA+="rules_paths = [\"$ROOT/mappings/*.toml\"]"$'\n'; fi
+  TABLES_EXTRA+=$'[sidecar.policy]\n'"dir = \"$POLICY_DIR\""
+fi
 mkdir -p "$STATE"
 CONFIG="$STATE/firma.toml"
 cat > "$CONFIG" <<TOML
@@ -36,6 +47,7 @@ bypass_hosts = [${BYPASS}]
 listen = "127.0.0.1:${ADMIN_PORT}"
 [sidecar.connector]
 default_timeout_ms = 30000
-${ALLOW_PRIVATE}
+${CONNECTOR_EXTRA}
+${TABLES_EXTRA}
 TOML
 exec node "$MAIN" start --config "$CONFIG"

@@ -30,8 +30,8 @@ export interface TestSidecar {
  * An in-process sidecar on ephemeral ports, with its own CA in a fresh folder and the test upstream CA
  * trusted for upstream TLS. `extraToml` is appended to a minimal firma.toml.
  */
-/** Where the repo's default policies live (copied into test folders). */
-const DEFAULT_POLICY = join(REPO, 'policies', 'default.cedar');
+/** The repo's default policies (copied into test folders). */
+export const DEFAULT_POLICY_TEXT = readFileSync(join(REPO, 'policies', 'default.cedar'), 'utf8');
 
 /** A catch-all rule: every request is `test.call`, low risk (so the default policies permit it). */
 export const CATCH_ALL_RULES = `[[rules]]
@@ -46,16 +46,17 @@ risk = "low"
  */
 export function writeDecisionFiles(
   dir: string,
-  opts: { rules?: string; policies?: Record<string, string>; capabilities?: string } = {},
+  opts: { rules?: string; policies?: Record<string, string>; capabilities?: string; mappingExtra?: string } = {},
 ): string {
   mkdirSync(join(dir, 'mappings'), { recursive: true });
   mkdirSync(join(dir, 'policies'), { recursive: true });
   writeFileSync(join(dir, 'mappings', 'test.toml'), opts.rules ?? CATCH_ALL_RULES);
-  const policies = opts.policies ?? { 'default.cedar': readFileSync(DEFAULT_POLICY, 'utf8') };
+  const policies = opts.policies ?? { 'default.cedar': DEFAULT_POLICY_TEXT };
   for (const [name, text] of Object.entries(policies)) writeFileSync(join(dir, 'policies', name), text);
   return `
 [sidecar.mapping]
 rules_paths = ["mappings/*.toml"]
+${opts.mappingExtra ?? ''}
 [sidecar.policy]
 dir = "policies"
 [sidecar.capabilities]
@@ -70,6 +71,8 @@ export interface TestSidecarOptions {
   readonly policies?: Record<string, string>;
   /** Lines for [sidecar.capabilities]; default `required = false`. */
   readonly capabilities?: string;
+  /** More lines for [sidecar.mapping] (default_protected, body_limit_bytes). */
+  readonly mappingExtra?: string;
   /** Lines for [sidecar]. */
   readonly sidecar?: string;
   /** Lines for [sidecar.interceptor.mitm]. */
