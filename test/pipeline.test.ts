@@ -208,7 +208,12 @@ t.test('stage 2: action-count rule (at most 3 deletes a minute) and body rule (r
   const big = await curl(['--proxy', proxy, '-H', 'content-type: application/json', '--data', '{"amount": 500, "currency": "usd"}', `${up.origin}/refunds`]);
   t.equal(big.status, 403);
   t.same(body(big)['policy_ids'], ['limit.refunds']);
-  const notJson = await curl(['--proxy', proxy, '--data', 'amount=500', `${up.origin}/refunds`]);
+  // Form-encoded (what Stripe's API takes, and curl --data sends): amounts become numbers.
+  const form = await curl(['--proxy', proxy, '--data', 'amount=500&currency=usd', `${up.origin}/refunds`]);
+  t.same(body(form)['policy_ids'], ['limit.refunds'], 'a form body is checked like JSON');
+  const smallForm = await curl(['--proxy', proxy, '--data', 'amount=50&currency=usd', `${up.origin}/refunds`]);
+  t.equal(smallForm.status, 404, 'allowed');
+  const notJson = await curl(['--proxy', proxy, '-H', 'content-type: text/plain', '--data', 'amount: 500', `${up.origin}/refunds`]);
   t.equal(body(notJson)['reason'], 'body_not_json');
   const huge = await curl(['--proxy', proxy, '--data', JSON.stringify({ amount: 1, pad: 'x'.repeat(4000) }), `${up.origin}/refunds`]);
   t.equal(body(huge)['reason'], 'body_too_large');

@@ -118,7 +118,7 @@ export function firmaSchemaText(opts: SchemaOptions): string {
   const body: string[] = [];
   for (const [field, type] of Object.entries(opts.bodyFields).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (!BODY_FIELD.test(field)) issues.push(issue(`body field ${JSON.stringify(field)} is not a usable name`));
-    else body.push(`    ${JSON.stringify(field)}?: ${type},`);
+    else body.push(`    ${JSON.stringify(field)}?: ${type === 'Boolean' ? 'Bool' : type},`);
   }
   if (issues.length > 0) throw new ConfigError(issues);
 

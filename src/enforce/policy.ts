@@ -4,15 +4,18 @@
  * (cedar-schema.ts) and reports every problem as `file:line:col: id: message` in one ConfigError.
  * `evaluate` turns Cedar's answer into allow / deny / approval; any error denies (fail closed).
  *
- * Speed. A cedar-wasm call costs ~25 µs even with nothing in it, plus a few µs per context attribute,
- * entity and evaluated policy: the JS objects are converted field by field on the way in and the
- * response on the way out. So the engine sends Cedar only what can change the answer. At load it works
- * out, per action class, which policies can apply (the action scope is decided statically — the action
- * hierarchy is derived from names, cedar-schema.ts), pre-parses that subset with its action scope
- * widened to `action` (exact, since the action is fixed for that subset), and notes which context
- * attributes, entities and scope variables the subset reads. A request then carries only those. No schema
- * is passed at request time: validation at load guarantees the policies' types, and the context is built
- * here with exactly those types (integers for Long, strings for String).
+ * Speed (measured in bench/enforce-policy.mjs). A cedar-wasm call costs ~25 µs with nothing in it, plus
+ * ~4 µs per context attribute, ~20 µs per entity and a few µs per policy evaluated: every JS object is
+ * converted field by field on the way in and the response on the way out. So:
+ *  - at load, per action class, the policies that can apply are chosen statically (the action hierarchy
+ *    is derived from names, cedar-schema.ts) and pre-parsed with their action scope widened to `action`
+ *    (exact: the action is fixed within that subset);
+ *  - each policy's reads (context attributes, principal, resource, action) are found in its JSON form;
+ *    a request sends Cedar only those, and entities only when a condition reads `resource`/`action`;
+ *  - policies that read the same inputs form a group with a bounded memo keyed by exactly those inputs
+ *    (Cedar is a pure function of them), so e.g. the risk-tier rules cost a Map lookup after warm-up;
+ *  - no schema at request time: validation at load fixes the policies' types, and the context is built
+ *    here with exactly those types (integers for Long, strings for String).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
@@ -90,6 +93,8 @@ interface SourcePolicy {
   /** The policy's text (with any comments before it) and its char offset in the file. */
   readonly text: string;
   readonly offset: number;
+  /** Char offset of the policy's first token in the file. */
+  readonly first: number;
   readonly fileText: string;
   readonly line: number;
   readonly col: number;
@@ -107,6 +112,11 @@ interface Usage {
   readonly actions: Set<string>;
   /** The inputs read, as text: policies with the same signature share a group. */
   signature: string;
+  /**
+   * False when the JSON form lost precision (a Long literal beyond ±2^53 becomes a JS float): such a
+   * policy is pre-parsed from its text, with its action scope as written.
+   */
+  lossless: boolean;
 }
 
 /** What one group's Cedar call said, in the terms needed to combine groups (see `evaluate`). */
@@ -205,12 +215,12 @@ export class PolicyEngine {
   readonly policyHash: string;
   /** Every policy id, sorted. */
   readonly policyIds: readonly string[];
-  /** Validator warnings (e.g. "policy is impossible"), formatted like errors; not fatal. */
+  /** Validator warnings that are not fatal (an impossible policy is an error), formatted like errors. */
   readonly warnings: readonly string[];
   /** The schema the policies were validated against (what `firma check` validated). */
   readonly schemaText: string;
 
-  readonly #policies: ReadonlyMap<string, { readonly json: PolicyJson; readonly usage: Usage }>;
+  readonly #policies: ReadonlyMap<string, { readonly json: PolicyJson; readonly text: string; readonly usage: Usage }>;
   readonly #approvals: ReadonlySet<string>;
   readonly #bodyFields: readonly (readonly [string, BodyFieldType])[];
   readonly #memoSize: number;
@@ -231,10 +241,10 @@ export class PolicyEngine {
     this.policyHash = createHash('sha256').update(canonicalText(sorted)).digest('hex');
     this.warnings = Object.freeze([...warnings]);
     this.schemaText = schemaText;
-    const policies = new Map<string, { json: PolicyJson; usage: Usage }>();
+    const policies = new Map<string, { json: PolicyJson; text: string; usage: Usage }>();
     const approvals = new Set<string>();
     for (const p of sorted) {
-      policies.set(p.id, { json: p.json, usage: usageOf(p.json) });
+      policies.set(p.id, { json: p.json, text: p.text, usage: usageOf(p.json) });
       if (p.json.effect === 'permit' && p.json.annotations !== undefined && Object.hasOwn(p.json.annotations, 'approval')) approvals.add(p.id);
     }
     this.#policies = policies;
@@ -274,8 +284,11 @@ export class PolicyEngine {
       // No mapping given: declare what the policies name, so conditions and types are still checked.
       const named = new Set<string>();
       for (const p of sources) for (const a of usageOf(p.json).actions) named.add(a);
-      const all = [...named];
-      schemaText = firmaSchemaText({ actionClasses: all.filter((a) => !isActionGroup(a)), actionGroups: all.filter(isActionGroup), bodyFields });
+      const classes = [...named].filter((a) => !isActionGroup(a));
+      const groups = [...named].filter(isActionGroup);
+      // A group with no class under it would make `action in` it "impossible"; give it a stand-in member.
+      for (const g of groups) if (!classes.some((c) => c.startsWith(g.slice(0, -1)))) classes.push(`${g.slice(0, -1)}_`);
+      schemaText = firmaSchemaText({ actionClasses: classes, actionGroups: groups, bodyFields });
     }
     const warnings = validatePolicies(sources, schemaText, issues);
     if (issues.length > 0) throw new ConfigError(sortIssues(issues));
@@ -557,7 +570,7 @@ export class PolicyEngine {
     let resourceId = false;
     let resourceEntity = false;
     let actionEntity = false;
-    const policies: Record<string, PolicyJson> = {};
+    const policies: Record<string, PolicyJson | string> = {};
     for (const id of ids) {
       const p = this.#policies.get(id);
       if (p === undefined) continue;
@@ -568,6 +581,10 @@ export class PolicyEngine {
       resourceId ||= u.resourceId;
       resourceEntity ||= u.resourceEntity;
       actionEntity ||= u.actionEntity;
+      if (!u.lossless) {
+        policies[id] = p.text;
+        continue;
+      }
       // The scope already matched this class, so `action` is exact here. Annotations are left out: they
       // do not affect evaluation (approval is looked up by id) and `@approval` without a value is null in JSON.
       const { annotations: _annotations, ...rest } = p.json;
@@ -624,13 +641,44 @@ function listPolicyFiles(dir: string): string[] {
   return names.filter((n) => n.endsWith('.cedar')).sort(compare).map((n) => join(dir, n));
 }
 
-/** Canonical text: policies in id order, each as Cedar prints it, so formatting and comments do not count. */
+/**
+ * Canonical text: policies in id order, each with its id, comments dropped and every run of whitespace
+ * outside strings collapsed to one space; so re-indenting or commenting does not change the hash, any
+ * change to a policy or an id does.
+ */
 function canonicalText(sorted: readonly SourcePolicy[]): string {
   let out = '';
-  for (const p of sorted) {
-    const text = cedar.policyToText(p.json);
-    if (text.type !== 'success') throw new FirmaError(POLICY_INTERNAL, `cannot print policy ${p.id}: ${describeErrors(text.errors)}`);
-    out += `// ${JSON.stringify(p.id)}\n${text.text}\n`;
+  for (const p of sorted) out += `${JSON.stringify(p.id)} ${normalizeSpace(p.text)}\n`;
+  return out;
+}
+
+function normalizeSpace(text: string): string {
+  let out = '';
+  let space = false;
+  let i = 0;
+  while (i < text.length) {
+    const ch = text.charCodeAt(i);
+    if (ch === 0x2f && text.charCodeAt(i + 1) === 0x2f) {
+      const nl = text.indexOf('\n', i);
+      i = nl < 0 ? text.length : nl + 1;
+      space = true;
+      continue;
+    }
+    if (ch === 0x20 || ch === 0x0a || ch === 0x0d || ch === 0x09) {
+      i++;
+      space = true;
+      continue;
+    }
+    if (space && out !== '') out += ' ';
+    space = false;
+    if (ch === 0x22) {
+      const from = i++;
+      while (i < text.length && text.charCodeAt(i) !== 0x22) i += text.charCodeAt(i) === 0x5c ? 2 : 1;
+      out += text.slice(from, ++i);
+      continue;
+    }
+    out += text[i];
+    i++;
   }
   return out;
 }
@@ -723,7 +771,9 @@ function errorIssues(errors: readonly DetailedError[], file: string, fileText: s
     const { line, col } = lineCol(fileText, at);
     const label = loc?.label ? ` (${loc.label})` : '';
     const help = e.help ? `; ${e.help}` : '';
-    out.push({ file, line, col, key: keyAt(at), message: `${e.message}${label}${help}` });
+    // The action named in a type error is one of many the policy applies to (see dedupe in validatePolicies).
+    const message = `${e.message}${label}${help}`.replace(/ for Firma::Action::"[^"]*"/g, '');
+    out.push({ file, line, col, key: keyAt(at), message });
     for (const r of e.related ?? []) add(r);
   };
   for (const e of errors) add(e);
@@ -761,10 +811,13 @@ function parseFile(path: string, issues: ConfigIssue[]): SourcePolicy[] {
       continue;
     }
     const { line, col } = lineCol(text, chunk.first);
-    out.push({ id, file: path, text: policyText, offset: chunk.start, fileText: text, line, col, json: json.json });
+    out.push({ id, file: path, text: policyText, offset: chunk.start, first: chunk.first, fileText: text, line, col, json: json.json });
   }
   return out;
 }
+
+const IMPOSSIBLE = /policy is impossible/;
+const IMPOSSIBLE_HELP = 'it can never apply: check action names (`in` for `prefix.*` groups) and attribute names in `has` tests';
 
 /** Validate against the schema; validation errors go to `issues`, warnings are returned. */
 function validatePolicies(sources: readonly SourcePolicy[], schema: string, issues: ConfigIssue[]): string[] {
@@ -784,14 +837,21 @@ function validatePolicies(sources: readonly SourcePolicy[], schema: string, issu
         into.push({ file: '<policies>', line: 1, col: 1, key: policyId, message: error.message });
         continue;
       }
-      const first = p.offset + (p.text.length - p.text.trimStart().length);
-      into.push(...errorIssues([error], p.file, p.fileText, p.offset, () => p.id, first));
+      for (const i of errorIssues([error], p.file, p.fileText, p.offset, () => p.id, p.first)) {
+        // Cedar repeats a type error once per action the policy applies to; one report is enough.
+        if (!into.some((o) => o.file === i.file && o.line === i.line && o.col === i.col && o.message === i.message)) into.push(i);
+      }
     }
   };
   // `validate` says "success" even when validation failed: the errors are in validationErrors.
   located(answer.validationErrors, issues);
+  // An impossible policy is almost always a mistake that fails open (a forbid on a misspelt body field
+  // under a `has` guard validates, and never fires), so it is an error too.
+  const failed = new Set(answer.validationErrors.map((e) => e.policyId));
+  const impossible = answer.validationWarnings.filter((w) => IMPOSSIBLE.test(w.error.message) && !failed.has(w.policyId));
+  located(impossible.map((w) => ({ policyId: w.policyId, error: { ...w.error, help: IMPOSSIBLE_HELP } })), issues);
   const warnings: ConfigIssue[] = [];
-  located(answer.validationWarnings, warnings);
+  located(answer.validationWarnings.filter((w) => !IMPOSSIBLE.test(w.error.message)), warnings);
   return [
     ...sortIssues(warnings).map((w) => `${w.file}:${w.line}:${w.col}: ${w.key}: ${w.message}`),
     ...answer.otherWarnings.map((w) => w.message),
@@ -819,9 +879,12 @@ function usageOf(json: PolicyJson): Usage {
     actionEntity: false,
     actions: new Set(),
     signature: '',
+    lossless: !hasUnsafeNumber(json),
   };
   collectActions(json.action, u);
   for (const clause of json.conditions) walk(clause.body, u);
+  // Kept as written, `action in <group>` needs the action's groups at request time.
+  if (!u.lossless && json.action.op === 'in') u.actionEntity = true;
   const reads = u.allContext ? ['context.*'] : [...u.contextKeys].sort(compare).map((k) => `context.${k}`);
   if (u.principal) reads.push('principal');
   if (u.resourceId) reads.push('resource');
@@ -829,6 +892,13 @@ function usageOf(json: PolicyJson): Usage {
   if (u.actionEntity) reads.push('action');
   u.signature = reads.join(' ');
   return u;
+}
+
+function hasUnsafeNumber(node: unknown): boolean {
+  if (typeof node === 'number') return !Number.isSafeInteger(node);
+  if (Array.isArray(node)) return node.some(hasUnsafeNumber);
+  if (isObject(node)) return Object.values(node).some(hasUnsafeNumber);
+  return false;
 }
 
 function collectActions(node: unknown, u: Usage): void {

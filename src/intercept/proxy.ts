@@ -284,10 +284,10 @@ export class Interceptor {
           : 'the request body ended before it was complete';
         return { decision: pipeline.refuse(envelope, identity, 'policy', read.reason, message), body };
       }
-      const fields = extractBodyFields(read.prefix, envelope.bodyFields);
+      const fields = extractBodyFields(read.prefix, envelope.bodyFields, req.headers['content-type']);
       if (!fields.ok) {
         return {
-          decision: pipeline.refuse(envelope, identity, 'policy', 'body_not_json', `${envelope.actionClass ?? 'this action'} is checked on its JSON body, and the body is not a JSON object`),
+          decision: pipeline.refuse(envelope, identity, 'policy', 'body_not_json', `${envelope.actionClass ?? 'this action'} is checked on its body, which must be a JSON object or form-encoded`),
           body,
         };
       }

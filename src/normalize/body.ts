@@ -48,12 +48,18 @@ export type FieldExtraction =
   | { readonly ok: true; readonly values: Readonly<Record<string, BodyValue>> }
   | { readonly ok: false; readonly reason: 'body_not_json' };
 
+const FORM = 'application/x-www-form-urlencoded';
+const INTEGER = /^-?[0-9]{1,15}$/;
+
 /**
- * Values of the named fields (`amount`, `metadata.order_id`) from a JSON object body. Only scalar
- * values are passed to policies; a field that is absent or not a scalar is left out, so a policy
- * tests `context.body has amount` before using it.
+ * Values of the named fields (`amount`, `metadata.order_id`) from a JSON object body, or from a
+ * form-encoded body (Stripe's API takes those), where a field is its key (`metadata[order_id]` is
+ * written `metadata.order_id`) and a whole-number value becomes a number (forms have no types;
+ * amounts are integers in minor units). Only scalar values reach policies; an absent or non-scalar
+ * field is left out, so a policy tests `context.body has amount` before using it.
  */
-export function extractBodyFields(body: Buffer, fields: readonly string[]): FieldExtraction {
+export function extractBodyFields(body: Buffer, fields: readonly string[], contentType?: string): FieldExtraction {
+  if (contentType !== undefined && contentType.toLowerCase().startsWith(FORM)) return fromForm(body, fields);
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
@@ -70,6 +76,22 @@ export function extractBodyFields(body: Buffer, fields: readonly string[]): Fiel
         : undefined;
     }
     if (node === null || typeof node === 'string' || typeof node === 'number' || typeof node === 'boolean') values[field] = node;
+  }
+  return { ok: true, values };
+}
+
+function fromForm(body: Buffer, fields: readonly string[]): FieldExtraction {
+  const form = new URLSearchParams(body.toString('utf8'));
+  const values: Record<string, BodyValue> = {};
+  for (const field of fields) {
+    const dot = field.indexOf('.');
+    // Stripe-style nesting: metadata.order_id is sent as metadata[order_id].
+    const key = dot === -1 ? field : `${field.slice(0, dot)}[${field.slice(dot + 1).replaceAll('.', '][')}]`;
+    const all = form.getAll(key);
+    // A repeated key is ambiguous (which one would the upstream use?): leave it out rather than guess.
+    if (all.length !== 1) continue;
+    const v = all[0] as string;
+    values[field] = INTEGER.test(v) ? Number(v) : v;
   }
   return { ok: true, values };
 }
