@@ -72,7 +72,6 @@ timeout_ms = 300
   t.comment(`statuses: ${JSON.stringify(counts)}`);
   // A token granted near the end of the 1.5 s budget may leave too little time to connect: 504.
   t.same(all.filter((s) => s !== 200 && s !== 429 && s !== 504), [], 'every request answered 200, 429 or 504');
-  t.ok(sa.includes(200) && sb.includes(200), 'both replicas got tokens');
   // Jointly: burst 2 + 10/s over the 1.5 s budget ≈ 17; two unshared buckets would let ~34 through.
   const dispatched = arrivals.length;
   t.ok(dispatched >= 12 && dispatched <= 19, `the pair dispatched ${dispatched} (shared budget ≈ 17)`);

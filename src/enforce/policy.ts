@@ -137,6 +137,7 @@ interface GroupResult {
 interface PreparedSet {
   readonly wasmId: string;
   readonly ids: ReadonlySet<string>;
+  readonly hasPermit: boolean;
   /** Context attributes to send; `body` means the typed body record. */
   readonly contextKeys: readonly ContextKey[];
   readonly principal: boolean;
@@ -185,12 +186,13 @@ function policyError(detail: string, policyIds: readonly string[] = EMPTY): Poli
 }
 
 /**
- * What a call over only `ids` would have answered, read off a call over a superset; null when it cannot
+ * What a call over only `set` would have answered, read off a call over a superset; null when it cannot
  * be known (a forbid elsewhere was satisfied, so Cedar did not report this group's permits).
  */
-function groupShare(whole: GroupResult, ids: ReadonlySet<string>): GroupResult | null {
+function groupShare(whole: GroupResult, set: PreparedSet): GroupResult | null {
+  const ids = set.ids;
   const forbids = whole.forbids.filter((id) => ids.has(id));
-  if (whole.forbids.length > 0 && forbids.length === 0) return null;
+  if (whole.forbids.length > 0 && forbids.length === 0 && set.hasPermit) return null;
   const errors: string[] = [];
   const errorDetails: string[] = [];
   whole.errors.forEach((id, i) => {
@@ -354,7 +356,7 @@ export class PolicyEngine {
       for (let i = 0; i < sets.length; i++) {
         const set = sets[i] as PreparedSet;
         if (set.memo.has(keys[i] as string)) continue;
-        const r = groupShare(whole, set.ids);
+        const r = groupShare(whole, set);
         if (r !== null) this.#remember(set, keys[i] as string, r);
       }
       return this.#combine([whole]);
@@ -598,6 +600,7 @@ export class PolicyEngine {
     const set: PreparedSet = {
       wasmId,
       ids: new Set(ids),
+      hasPermit: ids.some((id) => this.#policies.get(id)?.json.effect === 'permit'),
       contextKeys: Object.freeze(CONTEXT_KEYS.filter((k) => allContext || contextKeys.has(k))),
       principal,
       resourceId: resourceId || resourceEntity,
