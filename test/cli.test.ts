@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -184,4 +184,55 @@ t.test('SIGTERM with a download longer than drain_timeout_ms: cut at the bound, 
   const r = await download;
   t.not(r.exitCode, 0, 'the long download was cut');
   t.ok(sc.lines.some((l) => l.includes('"cut":1')), 'the cut is logged');
+});
+
+t.test('firma check: mapping and policy errors with file:line:col, all at once', async (t) => {
+  const dir = configDir(`
+[sidecar.mapping]
+rules_paths = ["mappings/*.toml"]
+[sidecar.policy]
+dir = "policies"
+`);
+  mkdirSync(join(dir, 'mappings'));
+  mkdirSync(join(dir, 'policies'));
+  writeFileSync(join(dir, 'mappings', 'a.toml'), '[[rules]]\nhost = "api.example.com"\npath = "/v1/x"\naction_class = "demo.read"\nrisk = "low"\n');
+  writeFileSync(join(dir, 'mappings', 'b.toml'), '[[rules]]\nhost = "api.example.com"\npath = "/v1/x"\naction_class = "demo.other"\nrisk = "severe"\n');
+  writeFileSync(join(dir, 'policies', 'p.cedar'), [
+    '@id("ok")',
+    'permit (principal, action, resource) when { context.risk == "low" };',
+    '',
+    '@id("typo")',
+    'forbid (principal, action == Firma::Action::"demo.read", resource) when { context.riskk == "high" };',
+    '',
+  ].join('\n'));
+  const r = await firma(['check'], dir);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /b\.toml:5:\d+: rules\[0\]\.risk: expected one of "low", "medium", "high", "critical", got "severe"/, 'mapping value error');
+  t.match(r.stderr, /p\.cedar:5:\d+: typo: .*riskk/, 'policy schema error with file, line and policy id');
+  const fixed = join(dir, 'mappings', 'b.toml');
+  writeFileSync(fixed, '[[rules]]\nhost = "api.example.com"\npath = "/v1/x"\naction_class = "demo.other"\nrisk = "high"\n');
+  const dup = await firma(['check'], dir);
+  t.match(dup.stderr, /duplicate rule: .*a\.toml:1 and .*b\.toml:1/, 'duplicate rules name both files and lines');
+  writeFileSync(fixed, '[[rules]]\nhost = "api.example.com"\npath = "/v2/x"\naction_class = "demo.other"\nrisk = "high"\n');
+  writeFileSync(join(dir, 'policies', 'p.cedar'), '@id("ok")\npermit (principal, action, resource) when { context.risk == "low" };\n');
+  const ok = await firma(['check'], dir);
+  t.equal(ok.code, 0, ok.stderr);
+  t.match(ok.stdout, /ok — 2 mapping rules in 2 files, 1 policies/);
+});
+
+t.test('firma token issue / revoke from the command line', async (t) => {
+  const dir = configDir(QUIET);
+  const issued = await firma(['token', 'issue', '--agent', 'cli-agent', '--actions', 'llm.*,github.read', '--scope', 'api.openai.com/v1', '--ttl', '2h'], dir);
+  t.equal(issued.code, 0, issued.stderr);
+  t.match(issued.stdout, /^v4\.public\.[A-Za-z0-9_-]+\n$/, 'only the token on stdout');
+  t.match(issued.stderr, /token id [A-Za-z0-9_-]+, agent cli-agent, scope api\.openai\.com\/v1, expires /);
+  t.match(issued.stderr, /created the signing key pair/);
+  t.equal(statSync(join(dir, 'keys', 'capability.key')).mode & 0o777, 0o600);
+  const jti = /token id ([A-Za-z0-9_-]+)/.exec(issued.stderr)?.[1] ?? '';
+  const revoked = await firma(['token', 'revoke', jti], dir);
+  t.match(revoked.stdout, /^revoked: /);
+  t.match(readFileSync(join(dir, 'keys', 'revoked.txt'), 'utf8'), new RegExp(jti));
+  const bad = await firma(['token', 'issue', '--agent', 'x', '--actions', 'llm*', '--scope', 'api.openai.com'], dir);
+  t.equal(bad.code, 1);
+  t.match(bad.stderr, /firma token issue: /);
 });
