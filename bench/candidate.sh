@@ -16,7 +16,7 @@ LEVEL="${FIRMA_BENCH_LOG_LEVEL:-warn}"
 ADMIN_PORT="${FIRMA_BENCH_ADMIN_PORT:-0}"
 BYPASS=""
 if [[ -n "${BENCH_TUNNEL_HOST:-}" ]]; then BYPASS="\"${BENCH_TUNNEL_HOST}\""; fi
-MAIN="$ROOT/dist/cli/main.js"
+MAIN="$ROOT/dist/cli/firma.js"
 # Keys only some sidecar versions have; added when the built CLI's schema has them (as bench/run.mjs does):
 # - connector.allow_private: the harness's upstream is on 127.0.0.1, behind the SSRF guard otherwise.
 # - mapping.default_protected = false (+ shipped mapping packs and policies): the harness's requests

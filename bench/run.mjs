@@ -16,7 +16,7 @@ import { Agent, ProxyAgent, request } from 'undici';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
-const SIDECAR_MAIN = path.join(ROOT, 'dist', 'cli', 'main.js');
+const SIDECAR_MAIN = path.join(ROOT, 'dist', 'cli', 'firma.js');
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [options])

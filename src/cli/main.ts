@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';

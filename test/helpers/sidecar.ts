@@ -11,7 +11,7 @@ import type { LookupFunction } from '../../src/connector/ssrf.js';
 import { upstreamPki } from './pki.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
-export const CLI = join(REPO, 'dist', 'cli', 'main.js');
+export const CLI = join(REPO, 'dist', 'cli', 'firma.js');
 
 export interface TestSidecar {
   readonly sidecar: Sidecar;
