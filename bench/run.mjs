@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Firma Sidecar loopback benchmark: the sidecar vs a direct connection, same client, same upstream.
-//   npm run bench                         # build, then this script (~70 s)
+//   npm run bench                         # build, then this script (~100 s)
 //   node bench/run.mjs --help             # options
 // See bench/README.md for what every figure means. Writes bench/results/latest.{json,md}.
 import { spawn, spawnSync } from 'node:child_process';
@@ -8,6 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
 import tls from 'node:tls';
+import http from 'node:http';
+import https from 'node:https';
+import crypto from 'node:crypto';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +29,12 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
   --warmup S          unmeasured seconds before each load phase (default 2)
   --concurrency N     keep-alive connections / in-flight requests of the load client (default 16)
   --max-requests N    request cap per load phase (default 300000)
+  --configs LIST      sidecar configurations measured in extra keep-alive load phases, each in a fresh
+                      sidecar process after the plain one's phases: limited (token bucket + injected
+                      credential for the upstream), full (+ mapping rule, capability token, Cedar);
+                      default limited,full; none = only the plain configuration
+  --config-duration S measured seconds per load phase of those configurations (default 5)
+  --config-warmup S   unmeasured seconds before each of them (default 2)
   --large-reps N      50 MiB downloads per scheme and path, median reported (default 3)
   --sse-reps N        SSE streams per scheme and path, median reported (default 2)
   --newhost-reps N    fresh host names / IPs per first-connection round, median reported; one round
@@ -33,8 +42,8 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
   --wait-quiet S      before each phase wait up to S s for other processes to use < 15 % of a core
                       (default 10; 0 = never wait, never repeat)
   --quiet-budget S    total seconds the run may spend on such waits and on repeating a disturbed
-                      load phase once (default 20: ~70 s quiet run + 20 s ≈ 90 s)
-  --max-total S       abort the whole run after S seconds (default 150)
+                      load phase once (default 20: ~100 s quiet run + 20 s ≈ 2 min)
+  --max-total S       abort the whole run after S seconds (default 180)
   --no-pin            do not pin (default with >= 2 cores: sidecar on CPU 1, client + upstream on CPU 0)
   --out DIR           results directory (default bench/results)
   --keep-tmp          keep the temporary directory (certs, configs, sidecar log)
@@ -50,10 +59,13 @@ try {
       warmup: { type: 'string', default: '2' },
       concurrency: { type: 'string', default: '16' },
       'max-requests': { type: 'string', default: '300000' },
+      configs: { type: 'string', default: 'limited,full' },
+      'config-duration': { type: 'string', default: '5' },
+      'config-warmup': { type: 'string', default: '2' },
       'large-reps': { type: 'string', default: '3' },
       'sse-reps': { type: 'string', default: '2' },
       'newhost-reps': { type: 'string', default: '5' },
-      'max-total': { type: 'string', default: '150' },
+      'max-total': { type: 'string', default: '180' },
       'wait-quiet': { type: 'string', default: '10' },
       'quiet-budget': { type: 'string', default: '20' },
       'no-pin': { type: 'boolean', default: false },
@@ -84,6 +96,9 @@ const OPT = {
   warmup: num('warmup', 0, 30),
   concurrency: Math.floor(num('concurrency', 1, 1024)),
   maxRequests: Math.floor(num('max-requests', 1, 10_000_000)),
+  configs: args.configs === 'none' ? [] : [...new Set(args.configs.split(',').map((v) => v.trim()).filter(Boolean))],
+  configDuration: num('config-duration', 0.5, 120),
+  configWarmup: num('config-warmup', 0, 30),
   largeReps: Math.floor(num('large-reps', 1, 20)),
   sseReps: Math.floor(num('sse-reps', 1, 20)),
   newhostReps: Math.floor(num('newhost-reps', 1, 10)),
@@ -93,6 +108,10 @@ const OPT = {
   out: path.resolve(args.out),
   keepTmp: args['keep-tmp'],
 };
+if (OPT.configs.some((v) => !['limited', 'full'].includes(v))) {
+  process.stderr.write('--configs must be a comma-separated list of limited, full (or none)\n');
+  process.exit(2);
+}
 if (!LEVELS.includes(OPT.logLevel)) {
   process.stderr.write(`--log-level must be one of ${LEVELS.join(', ')}\n`);
   process.exit(2);
@@ -282,31 +301,26 @@ function isProxyPort(port) {
   });
 }
 
-/**
- * Keys that only some sidecar versions have, added when the built CLI's schema has them:
- * - connector.allow_private: the upstream is on 127.0.0.0/8, behind the SSRF guard otherwise.
- * - mapping.default_protected = false (+ the shipped mapping packs and policies): the bench's
- *   requests match no mapping rule, so they are allowed as unclassified traffic. The mapping lookup
- *   runs on every request; capability tokens and Cedar policies are not exercised.
- */
-function benchConfigExtras(schema, dir) {
-  const toml = [];
-  const notes = [];
-  if (schema.includes('"allow_private"')) {
-    toml.push('allow_private = ["127.0.0.0/8"]');
-    notes.push('connector.allow_private = ["127.0.0.0/8"]');
+/** Dotted config keys of the built CLI's `firma schema` ("sidecar.capabilities.required", "credentials.host"…). */
+function schemaKeys(text) {
+  const keys = new Set();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return keys;
   }
-  if (schema.includes('"default_protected"')) {
-    const mappings = path.join(ROOT, 'mappings');
-    const policies = path.join(ROOT, 'policies');
-    const policyDir = fs.existsSync(policies) ? policies : path.join(dir, 'policies');
-    fs.mkdirSync(policyDir, { recursive: true });
-    toml.push('[sidecar.mapping]', 'default_protected = false');
-    if (fs.existsSync(mappings)) toml.push(`rules_paths = [${JSON.stringify(path.join(mappings, '*.toml'))}]`);
-    toml.push('[sidecar.policy]', `dir = ${JSON.stringify(policyDir)}`);
-    notes.push(`mapping.default_protected = false (bench traffic is unclassified: allowed, mapping lookup only)${fs.existsSync(mappings) ? ', shipped mapping packs' : ''}`);
-  }
-  return { toml: toml.length ? toml.join('\n') + '\n' : '', notes };
+  const walk = (node, prefix) => {
+    if (!node || typeof node !== 'object') return;
+    for (const [k, v] of Object.entries(node.properties ?? {})) {
+      const key = prefix ? `${prefix}.${k}` : k;
+      keys.add(key);
+      walk(v, key);
+    }
+    if (node.items) walk(node.items, prefix);
+  };
+  walk(json, '');
+  return keys;
 }
 
 /** Config keys differ between sidecar versions: ask the built CLI for its schema. */
@@ -314,15 +328,100 @@ function sidecarSchema() {
   const r = spawnSync(process.execPath, [SIDECAR_MAIN, 'schema'], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout : '';
 }
+const SCHEMA = schemaKeys(sidecarSchema());
 
-async function startSidecar(upstreamCaPath) {
-  const dir = path.join(tmp, 'sidecar');
+/** Sidecar configurations of the run (the first one gets every phase, the others the load phases only). */
+const CONFIGS = {
+  plain: { label: 'plain host', needs: [] },
+  limited: {
+    label: 'rate-limited + credential host',
+    needs: ['sidecar.connector.hosts.rps', 'credentials.value_from_env', 'credentials.allow_plaintext'],
+  },
+  full: {
+    label: 'full pipeline',
+    needs: ['sidecar.mapping.rules_paths', 'sidecar.capabilities.required', 'sidecar.policy.dir', 'sidecar.connector.hosts.rps', 'credentials.value_from_env'],
+  },
+};
+/** The random credential value the sidecar injects (from its environment, never in a file). */
+const BENCH_KEY = crypto.randomBytes(24).toString('base64url');
+const BENCH_AGENT = 'bench';
+const q = (s) => JSON.stringify(s);
+
+/**
+ * The sidecar config for one bench configuration. Keys that only some sidecar versions have are added
+ * when the built CLI's schema has them:
+ * - connector.allow_private: the upstream is on 127.0.0.0/8, behind the SSRF guard otherwise.
+ * - plain / limited: mapping.default_protected = false (+ the shipped mapping packs and policies) and
+ *   capabilities.required = false: the bench's requests match no mapping rule, so they are allowed as
+ *   unclassified traffic. The mapping lookup runs on every request; capability tokens and Cedar are not
+ *   exercised.
+ * - limited: + a token bucket that never runs dry and an injected credential for the upstream ports.
+ * - full: + a mapping rule classifying 127.0.0.1 (bench.call, low), capabilities required (the client
+ *   sends a token as proxy credentials), the shipped policies/default.cedar (copied): classification,
+ *   stage 1 and stage 2 run on every request, then the bucket and the credential.
+ * - audit.path into the bench's temporary folder.
+ * `targets`: upstream and echo ports that get the bucket / credential.
+ */
+function sidecarConfig(variant, dir, targets) {
+  const toml = [];
+  const notes = [];
+  const connector = [];
+  if (SCHEMA.has('sidecar.connector.allow_private')) {
+    connector.push('allow_private = ["127.0.0.0/8"]');
+    notes.push('connector.allow_private = ["127.0.0.0/8"]');
+  }
+  if (SCHEMA.has('sidecar.mapping.default_protected')) {
+    const mappings = path.join(ROOT, 'mappings');
+    const shippedRules = fs.existsSync(mappings) ? [path.join(mappings, '*.toml')] : [];
+    let policyDir = path.join(ROOT, 'policies');
+    const rules = [...shippedRules];
+    if (variant === 'full') {
+      const ruleFile = path.join(dir, 'bench-rules.toml');
+      fs.writeFileSync(ruleFile, `# generated by bench/run.mjs\n[[rules]]\nhost = "127.0.0.1"\naction_class = "bench.call"\nrisk = "low"\n`);
+      rules.unshift(ruleFile);
+      policyDir = path.join(dir, 'policies');
+      fs.mkdirSync(policyDir, { recursive: true });
+      fs.copyFileSync(path.join(ROOT, 'policies', 'default.cedar'), path.join(policyDir, 'default.cedar'));
+    } else if (!fs.existsSync(policyDir)) {
+      policyDir = path.join(dir, 'policies');
+      fs.mkdirSync(policyDir, { recursive: true });
+    }
+    toml.push('[sidecar.mapping]', `default_protected = ${variant === 'full'}`);
+    if (rules.length && SCHEMA.has('sidecar.mapping.rules_paths')) toml.push(`rules_paths = [${rules.map(q).join(', ')}]`);
+    toml.push('[sidecar.policy]', `dir = ${q(policyDir)}`);
+    if (variant === 'full') {
+      notes.push('mapping rule host = "127.0.0.1" → bench.call (low) + shipped mapping packs; default_protected = true; policies/default.cedar');
+    } else {
+      notes.push(`mapping.default_protected = false (bench traffic is unclassified: allowed, mapping lookup only)${shippedRules.length ? ', shipped mapping packs' : ''}`);
+    }
+  }
+  if (SCHEMA.has('sidecar.capabilities.required')) {
+    toml.push('[sidecar.capabilities]', `required = ${variant === 'full'}`);
+    notes.push(variant === 'full' ? `capabilities.required = true (token: agent ${BENCH_AGENT}, actions *, scope 127.0.0.1)` : 'capabilities.required = false');
+  }
+  if (variant !== 'plain') {
+    for (const t of targets.filter((x) => x.limit)) toml.push('[[sidecar.connector.hosts]]', `host = ${q(t.authority)}`, 'rps = 1000000', 'burst = 1000000');
+    for (const t of targets) {
+      toml.push('[[credentials]]', `host = ${q(t.authority)}`, 'mode = "basic"', 'header = "Authorization"', 'value_from_env = "FIRMA_BENCH_KEY"', 'prefix = "Bearer "');
+      if (t.plaintext) toml.push('allow_plaintext = true');
+    }
+    notes.push('connector.hosts rps = burst = 1000000 and [[credentials]] Authorization: Bearer $FIRMA_BENCH_KEY for the upstream ports (http: allow_plaintext)');
+  }
+  if (SCHEMA.has('audit.path')) {
+    toml.push('[audit]', `path = ${q(path.join(dir, 'audit', 'audit.jsonl'))}`);
+    notes.push('audit.path in the bench tmp folder');
+  }
+  return { connector: connector.join('\n'), toml: toml.join('\n'), notes };
+}
+
+async function startSidecar(variant, upstreamCaPath, targets) {
+  const dir = path.join(tmp, variant === 'plain' ? 'sidecar' : `sidecar-${variant}`);
   fs.mkdirSync(dir);
   const config = path.join(dir, 'firma.toml');
-  const extra = benchConfigExtras(sidecarSchema(), dir);
+  const extra = sidecarConfig(variant, dir, targets);
   fs.writeFileSync(
     config,
-    `# generated by bench/run.mjs
+    `# generated by bench/run.mjs (${variant})
 [sidecar]
 log_level = "${OPT.logLevel}"
 [sidecar.interceptor]
@@ -334,15 +433,27 @@ bypass_hosts = []
 listen = "127.0.0.1:0"
 [sidecar.connector]
 default_timeout_ms = 30000
-${extra.toml}`,
+${extra.connector}
+${extra.toml}
+`,
   );
+  let token = null;
+  if (variant === 'full') {
+    const r = spawnSync(
+      process.execPath,
+      [SIDECAR_MAIN, 'token', 'issue', '--agent', BENCH_AGENT, '--actions', '*', '--scope', '127.0.0.1', '--ttl', '1h', '--config', config],
+      { cwd: dir, encoding: 'utf8', env: cleanEnv({ FIRMA_BENCH_KEY: BENCH_KEY }) },
+    );
+    token = r.stdout?.trim();
+    if (r.status !== 0 || !token) throw new Error(`firma token issue failed (${r.status}): ${r.stderr}`);
+  }
   const logPath = path.join(dir, 'sidecar.log');
   const logFd = fs.openSync(logPath, 'w');
   const argv = [...pinTo(1), process.execPath, SIDECAR_MAIN, 'start', '--config', config];
   const started = performance.now();
   const child = spawn(argv[0], argv.slice(1), {
     cwd: dir,
-    env: cleanEnv({ NODE_EXTRA_CA_CERTS: upstreamCaPath }),
+    env: cleanEnv({ NODE_EXTRA_CA_CERTS: upstreamCaPath, ...(variant === 'plain' ? {} : { FIRMA_BENCH_KEY: BENCH_KEY }) }),
     stdio: ['ignore', logFd, logFd],
   });
   fs.closeSync(logFd);
@@ -355,8 +466,8 @@ ${extra.toml}`,
   let port = null;
   let how = null;
   while (port === null) {
-    if (exited !== null) throw new Error(`sidecar exited (${exited}) before it was ready:\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
-    if (performance.now() > deadline) throw new Error(`sidecar not ready after 20 s:\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
+    if (exited !== null) throw new Error(`sidecar (${variant}) exited (${exited}) before it was ready:\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
+    if (performance.now() > deadline) throw new Error(`sidecar (${variant}) not ready after 20 s:\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
     const log = fs.readFileSync(logPath, 'utf8');
     const ready = log.split('\n').find((l) => l.includes('"msg":"firma sidecar ready"'));
     if (ready) {
@@ -373,7 +484,47 @@ ${extra.toml}`,
     if (port === null) await sleep(25);
   }
   const readyMs = performance.now() - started;
-  return { pid: child.pid, port, how, readyMs, extraConfig: extra.notes, logPath, caPath, ca: fs.readFileSync(caPath, 'utf8'), child, exited: () => exited };
+  const stop = async () => {
+    if (exited !== null) return;
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([gone, sleep(3000)]);
+    if (exited === null) child.kill('SIGKILL');
+    children.delete(child);
+  };
+  return {
+    variant,
+    pid: child.pid,
+    port,
+    token,
+    how,
+    readyMs,
+    extraConfig: extra.notes,
+    config,
+    logPath,
+    caPath,
+    ca: fs.readFileSync(caPath, 'utf8'),
+    child,
+    exited: () => exited,
+    stop,
+  };
+}
+
+/**
+ * In-process echo origins (http + https with the upstream's certificate) that answer with the
+ * Authorization header they received: the only way to see whether a configuration really injects the
+ * credential (the bench upstream does not report request headers). Used outside the measured windows.
+ */
+async function startEcho(certs) {
+  const handler = (req, res) => {
+    const body = JSON.stringify({ authorization: req.headers.authorization ?? null });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
+  const listen = (server) => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+  const h = await listen(http.createServer(handler));
+  const s = await listen(https.createServer({ cert: fs.readFileSync(certs.cert), key: fs.readFileSync(certs.key) }, handler));
+  return { http: h.address().port, https: s.address().port, close: () => (h.close(), s.close(), h.closeAllConnections(), s.closeAllConnections()) };
 }
 
 // ------------------------------------------------------------------------------------------ measurement
@@ -420,7 +571,7 @@ async function waitQuiet(label, pids) {
   }
 }
 
-async function loadPhase({ url, dispatcher, sidecarPid, upstreamPid, expectBytes }) {
+async function loadPhase({ url, dispatcher, sidecarPid, upstreamPid, expectBytes, warmup = OPT.warmup, duration = OPT.duration, otherPids = {} }) {
   const run1 = async (ms, cap, record) => {
     const deadline = performance.now() + ms;
     let issued = 0;
@@ -440,16 +591,16 @@ async function loadPhase({ url, dispatcher, sidecarPid, upstreamPid, expectBytes
     };
     await Promise.all(Array.from({ length: OPT.concurrency }, worker));
   };
-  if (OPT.warmup > 0) await run1(OPT.warmup * 1000, Infinity, null);
+  if (warmup > 0) await run1(warmup * 1000, Infinity, null);
   const lat = new Float64Array(OPT.maxRequests);
   let ok = 0;
   let errors = 0;
   const samples = new Map();
-  const pids = { upstream: upstreamPid };
+  const pids = { ...otherPids, upstream: upstreamPid };
   if (sidecarPid) pids.sidecar = sidecarPid;
   if (sidecarPid) resetHwm(sidecarPid);
   const a = snapshot(pids);
-  await run1(OPT.duration * 1000, OPT.maxRequests, {
+  await run1(duration * 1000, OPT.maxRequests, {
     ok: (ms) => (lat[ok++] = ms),
     err: (msg) => {
       errors++;
@@ -749,7 +900,21 @@ async function main() {
   const certs = makeUpstreamCerts();
   const upstream = await startUpstream(certs);
   progress(`upstream http :${upstream.http}, https :${upstream.https} (+ ${upstream.ips.join(', ') || 'no extra IPs'})`);
-  const sidecar = await startSidecar(certs.caPath);
+  // Extra configurations: keep those the built sidecar's schema can express.
+  const skipped = {};
+  const variants = OPT.configs.filter((v) => {
+    const missing = CONFIGS[v].needs.filter((k) => !SCHEMA.has(k));
+    if (missing.length) skipped[v] = `config keys missing from \`firma schema\`: ${missing.join(', ')}`;
+    return missing.length === 0;
+  });
+  for (const [v, why] of Object.entries(skipped)) progress(`skipping configuration "${CONFIGS[v].label}": ${why}`);
+  const echo = variants.length ? await startEcho(certs) : null;
+  const targets = [
+    { authority: `127.0.0.1:${upstream.https}`, limit: true },
+    { authority: `127.0.0.1:${upstream.http}`, limit: true, plaintext: true },
+    ...(echo ? [{ authority: `127.0.0.1:${echo.https}` }, { authority: `127.0.0.1:${echo.http}`, plaintext: true }] : []),
+  ];
+  const sidecar = await startSidecar('plain', certs.caPath, targets);
   progress(`sidecar pid ${sidecar.pid} proxy :${sidecar.port} (found via ${sidecar.how}), ready in ${round(sidecar.readyMs, 0)} ms`);
   await sleep(1000);
   const idle = procMem(sidecar.pid);
@@ -772,15 +937,18 @@ async function main() {
 
   const base = { http: `http://127.0.0.1:${upstream.http}`, https: `https://127.0.0.1:${upstream.https}` };
   const sidecarUri = `http://127.0.0.1:${sidecar.port}`;
-  const makeDispatcher = (scheme, via, connections) =>
-    via === 'direct'
-      ? new Agent({ connections, ...(scheme === 'https' ? { connect: { ca: certs.ca } } : {}) })
-      : new ProxyAgent({
-          uri: sidecarUri,
-          connections,
-          proxyTunnel: false, // http:// as absolute-form requests (like curl/hey); https:// always CONNECTs
-          ...(scheme === 'https' ? { requestTls: { ca: sidecar.ca } } : {}),
-        });
+  // via: 'direct', 'sidecar' (the plain configuration) or a started sidecar object.
+  const makeDispatcher = (scheme, via, connections) => {
+    if (via === 'direct') return new Agent({ connections, ...(scheme === 'https' ? { connect: { ca: certs.ca } } : {}) });
+    const sc = via === 'sidecar' ? sidecar : via;
+    return new ProxyAgent({
+      // The full-pipeline client sends its capability token as proxy credentials (Proxy-Authorization: Basic).
+      uri: sc.token ? `http://${BENCH_AGENT}:${sc.token}@127.0.0.1:${sc.port}` : `http://127.0.0.1:${sc.port}`,
+      connections,
+      proxyTunnel: false, // http:// as absolute-form requests (like curl/hey); https:// always CONNECTs
+      ...(scheme === 'https' ? { requestTls: { ca: sc.ca } } : {}),
+    });
+  };
   const paths = ['direct', 'sidecar'];
   const schemes = ['http', 'https'];
 
@@ -844,33 +1012,36 @@ async function main() {
     }
   }
 
-  // 4. keep-alive load, 1 KiB GETs
+  // 4. keep-alive load, 1 KiB GETs. One phase, repeated once if someone else was busy (quiet budget).
+  const measureLoad = async ({ label, scheme, via, sidecarPid, pids, otherPids = {}, warmup = OPT.warmup, duration = OPT.duration }) => {
+    const phase = async () => {
+      const quiet = await waitQuiet(label, pids);
+      const d = makeDispatcher(scheme, via, OPT.concurrency);
+      progress(`${label}: warm-up ${warmup}s + ${duration}s @ c=${OPT.concurrency}`);
+      const r = await loadPhase({ url: `${base[scheme]}/small`, dispatcher: d, sidecarPid, upstreamPid: upstream.pid, expectBytes: 1024, warmup, duration, otherPids });
+      await d.close();
+      progress(
+        `  -> ${r.rps} req/s, p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms, errors ${r.errors}` +
+          (sidecarPid ? `, sidecar ${r.sidecar_cpu_us_per_req} µs/req (${r.sidecar_cpu_pct}% CPU)` : '') +
+          `, CPU0/1 busy ${r.cpu_busy_pct.join('/')}%, other procs ${r.other_procs_pct}%`,
+      );
+      return { ...r, warmup_s: warmup, duration_s: duration, waited_for_quiet_s: quiet.waited_s };
+    };
+    let r = await phase();
+    const repeatCost = warmup + duration + 1;
+    if (r.other_procs_pct >= QUIET_PCT && OPT.waitQuiet > 0 && quietBudgetLeft >= repeatCost) {
+      quietBudgetLeft -= repeatCost;
+      progress(`  other processes used ${r.other_procs_pct}% of a core; repeating once`);
+      const again = await phase();
+      r = again.other_procs_pct <= r.other_procs_pct ? { ...again, attempt: 2 } : { ...r, attempt: 1, repeat_other_procs_pct: again.other_procs_pct };
+    }
+    return r;
+  };
   results.load = {};
   for (const scheme of schemes) {
     results.load[scheme] = {};
     for (const via of paths) {
-      const phase = async () => {
-        const quiet = await waitQuiet(`load ${scheme} ${via}`, pidsIdle);
-        const d = makeDispatcher(scheme, via, OPT.concurrency);
-        progress(`load ${scheme} ${via}: warm-up ${OPT.warmup}s + ${OPT.duration}s @ c=${OPT.concurrency}`);
-        const r = await loadPhase({ url: `${base[scheme]}/small`, dispatcher: d, sidecarPid: via === 'sidecar' ? sidecar.pid : null, upstreamPid: upstream.pid, expectBytes: 1024 });
-        await d.close();
-        progress(
-          `  -> ${r.rps} req/s, p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms, errors ${r.errors}` +
-            (via === 'sidecar' ? `, sidecar ${r.sidecar_cpu_us_per_req} µs/req (${r.sidecar_cpu_pct}% CPU)` : '') +
-            `, CPU0/1 busy ${r.cpu_busy_pct.join('/')}%, other procs ${r.other_procs_pct}%`,
-        );
-        return { ...r, waited_for_quiet_s: quiet.waited_s };
-      };
-      let r = await phase();
-      const repeatCost = OPT.warmup + OPT.duration + 1;
-      if (r.other_procs_pct >= QUIET_PCT && OPT.waitQuiet > 0 && quietBudgetLeft >= repeatCost) {
-        quietBudgetLeft -= repeatCost;
-        progress(`  other processes used ${r.other_procs_pct}% of a core; repeating once`);
-        const again = await phase();
-        r = again.other_procs_pct <= r.other_procs_pct ? { ...again, attempt: 2 } : { ...r, attempt: 1, repeat_other_procs_pct: again.other_procs_pct };
-      }
-      results.load[scheme][via] = r;
+      results.load[scheme][via] = await measureLoad({ label: `load ${scheme} ${via}`, scheme, via, sidecarPid: via === 'sidecar' ? sidecar.pid : null, pids: pidsIdle });
     }
   }
   // 5. first connection to a new host again, warm process (after load; comparable to the shared harness)
@@ -880,6 +1051,70 @@ async function main() {
   results.sidecar_rss.peak_load_mib = round(Math.max(...schemes.map((s) => results.load[s].sidecar.sidecar_peak_rss_mib ?? 0)), 1);
   if (sidecar.exited() !== null) throw new Error(`sidecar exited (${sidecar.exited()}) during the run`);
   results.sidecar_log = sidecarWarnings(sidecar.logPath);
+
+  // 6. the same keep-alive load through other sidecar configurations (fresh process each, shorter phases)
+  results.configs = {
+    plain: { label: CONFIGS.plain.label, extra_config: sidecar.extraConfig },
+  };
+  results.load_by_config = {};
+  for (const scheme of schemes) results.load_by_config[scheme] = { plain: results.load[scheme].sidecar };
+  for (const v of Object.keys(skipped)) results.configs[v] = { label: CONFIGS[v].label, skipped: skipped[v] };
+  for (const v of variants) {
+    const cfg = { label: CONFIGS[v].label };
+    results.configs[v] = cfg;
+    let sc = null;
+    try {
+      sc = await startSidecar(v, certs.caPath, targets);
+      progress(`sidecar "${cfg.label}" pid ${sc.pid} proxy :${sc.port}, ready in ${round(sc.readyMs, 0)} ms`);
+      Object.assign(cfg, { extra_config: sc.extraConfig, ready_ms: round(sc.readyMs, 0), idle_rss_mib: round(procMem(sc.pid).rss, 1) });
+      // Does this configuration really inject the credential? Asked of the echo origins, outside the windows.
+      cfg.credential_injected = {};
+      for (const scheme of schemes) {
+        const d = makeDispatcher(scheme, sc, 1);
+        try {
+          const { statusCode, body } = await request(`${scheme}://127.0.0.1:${echo[scheme]}/echo`, { dispatcher: d });
+          const text = await body.text();
+          const got = statusCode === 200 ? JSON.parse(text).authorization : null;
+          cfg.credential_injected[scheme] =
+            statusCode !== 200 ? `status ${statusCode}: ${text.slice(0, 200)}` : got === `Bearer ${BENCH_KEY}` ? 'yes' : got === null ? 'no' : 'wrong value';
+        } catch (err) {
+          cfg.credential_injected[scheme] = `${err.code ?? err.name}: ${err.message}`;
+        } finally {
+          await d.close().catch(() => undefined);
+        }
+      }
+      progress(`  credential injected (echo origin): http ${cfg.credential_injected.http}, https ${cfg.credential_injected.https}`);
+      const pids = { upstream: upstream.pid, sidecar: sc.pid, plain: sidecar.pid };
+      for (const scheme of schemes) {
+        const r = await measureLoad({
+          label: `load ${scheme} sidecar "${cfg.label}"`,
+          scheme,
+          via: sc,
+          sidecarPid: sc.pid,
+          pids,
+          otherPids: { plain: sidecar.pid },
+          warmup: OPT.configWarmup,
+          duration: OPT.configDuration,
+        });
+        const plain = results.load[scheme].sidecar;
+        r.added_cpu_us_per_req = round(r.sidecar_cpu_us_per_req - plain.sidecar_cpu_us_per_req, 1);
+        r.rps_vs_plain = round(r.rps / plain.rps, 3);
+        results.load_by_config[scheme][v] = r;
+      }
+      if (sc.exited() !== null) throw new Error(`exited (${sc.exited()}) during the run`);
+      cfg.sidecar_log = sidecarWarnings(sc.logPath);
+      const audit = path.join(path.dirname(sc.config), 'audit', 'audit.jsonl');
+      cfg.audit_lines = fs.existsSync(audit) ? fs.readFileSync(audit, 'utf8').split('\n').filter(Boolean).length : null;
+    } catch (err) {
+      cfg.failed = String(err.message ?? err).slice(0, 2000);
+      progress(`configuration "${cfg.label}" failed: ${cfg.failed}`);
+    } finally {
+      await sc?.stop();
+    }
+  }
+  echo?.close();
+  const audit = path.join(tmp, 'sidecar', 'audit', 'audit.jsonl');
+  results.configs.plain.audit_lines = fs.existsSync(audit) ? fs.readFileSync(audit, 'utf8').split('\n').filter(Boolean).length : null;
   results.warnings = collectWarnings(results);
   return results;
 }
@@ -899,6 +1134,21 @@ function collectWarnings(r) {
   for (const ph of ['cold', 'warm'])
     if (r.new_host[ph].other_procs_pct > 15) w.push(`new host (${ph}): other processes used ~${r.new_host[ph].other_procs_pct}% of a core; compare with care`);
   if (r.sidecar_log.warn_or_worse > 0) w.push(`sidecar logged ${r.sidecar_log.warn_or_worse} warn/error lines: ${r.sidecar_log.samples.slice(0, 2).join(' | ')}`);
+  for (const [v, c] of Object.entries(r.configs ?? {})) {
+    if (v === 'plain') continue;
+    if (c.skipped) w.push(`configuration "${c.label}" not measured: ${c.skipped}`);
+    if (c.failed) w.push(`configuration "${c.label}" failed: ${c.failed.split('\n').slice(0, 3).join(' ')}`);
+    for (const s of ['http', 'https']) {
+      const l = r.load_by_config?.[s]?.[v];
+      if (!l) continue;
+      if (l.errors > 0) w.push(`load ${s} "${c.label}": ${l.errors} errors (${l.error_samples.join('; ')})`);
+      if (l.other_procs_pct > 15) w.push(`load ${s} "${c.label}": other processes used ~${l.other_procs_pct}% of a core; compare with care`);
+      const inj = c.credential_injected?.[s];
+      if (v === 'full' && inj !== 'yes') w.push(`"${c.label}" ${s}: credential injected = ${inj} (expected yes)`);
+      if (v === 'limited' && inj !== 'yes' && inj !== 'no') w.push(`"${c.label}" ${s}: credential check: ${inj}`);
+    }
+    if (c.sidecar_log?.warn_or_worse > 0) w.push(`sidecar "${c.label}" logged ${c.sidecar_log.warn_or_worse} warn/error lines: ${c.sidecar_log.samples.slice(0, 2).join(' | ')}`);
+  }
   return w;
 }
 
@@ -926,6 +1176,43 @@ function markdown(r) {
     }
   }
   L.push('');
+  const byCfg = r.load_by_config ?? {};
+  const cfgNames = Object.keys(r.configs ?? {}).filter((v) => byCfg.https?.[v] || byCfg.http?.[v]);
+  if (cfgNames.length > 1) {
+    L.push(`### Sidecar configurations: keep-alive load, same run`, '');
+    L.push(
+      '*plain host* is the sidecar row above. The other configurations run in a fresh sidecar process each, after the ' +
+        `plain one's phases, with shorter phases (${r.meta.options.configWarmup}s warm-up + ${r.meta.options.configDuration}s). ` +
+        '*Δ µs/req* = sidecar CPU µs/req − plain host, same scheme. *credential injected* is asked of an echo origin through the same configuration.',
+      '',
+    );
+    L.push('| scheme | sidecar configuration | req/s | × plain | p50 ms | p99 ms | errors | sidecar CPU µs/req | Δ µs/req vs plain | credential injected | sidecar CPU % | CPU0/CPU1 busy % | bound by | other procs % |');
+    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |');
+    for (const s of ['https', 'http']) {
+      for (const v of cfgNames) {
+        const l = byCfg[s]?.[v];
+        if (!l) continue;
+        const c = r.configs[v];
+        const plain = byCfg[s].plain;
+        L.push(
+          `| ${s}${s === 'https' ? ' (MITM)' : ''} | ${c.label} | ${f(l.rps, 0)} | ${x(l.rps, plain.rps)} | ${f(l.p50_ms, 2)} | ${f(l.p99_ms, 2)} | ${l.errors} | ${f(l.sidecar_cpu_us_per_req)} | ${v === 'plain' ? '–' : plus(l.sidecar_cpu_us_per_req - plain.sidecar_cpu_us_per_req, 1)} | ${v === 'plain' ? '– (none configured)' : c.credential_injected?.[s] ?? '–'} | ${f(l.sidecar_cpu_pct, 0)} | ${l.cpu_busy_pct.slice(0, 2).join(' / ')} | ${l.bound_by ?? '–'} | ${f(l.other_procs_pct, 0)} |`,
+        );
+      }
+    }
+    L.push('');
+    for (const v of Object.keys(r.configs)) {
+      const c = r.configs[v];
+      if (v === 'plain') continue;
+      const audit = c.audit_lines === null || c.audit_lines === undefined ? '' : `; audit log: ${c.audit_lines} lines`;
+      L.push(`- **${c.label}**: ${c.skipped ? `not measured (${c.skipped})` : c.failed ? `FAILED: ${c.failed.split('\n')[0]}` : (c.extra_config ?? []).join('; ') + audit}`);
+    }
+    if (r.configs.limited?.credential_injected && Object.values(r.configs.limited.credential_injected).includes('no'))
+      L.push(
+        `- The *${r.configs.limited.label}* traffic is unclassified (default_protected = false), and the connector never injects a credential into unclassified ` +
+          'traffic, so that row measures the token bucket (the credential is configured but not looked up); the *full pipeline* row (classified) includes the injection.',
+      );
+    L.push('');
+  }
   L.push('| figure | direct | sidecar | sidecar − direct (or ×) |');
   L.push('| --- | ---: | ---: | ---: |');
   for (const s of ['http', 'https']) {

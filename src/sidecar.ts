@@ -7,6 +7,9 @@ import { Interceptor } from './intercept/proxy.js';
 import { Connector } from './connector/connector.js';
 import { AdminServer } from './admin/server.js';
 import { createPipeline } from './enforce/setup.js';
+import { AuditWriter } from './audit/writer.js';
+import { AuditRecorder } from './audit/record.js';
+import { errorCode } from './errors.js';
 import { HostPolicies } from './connector/host-policy.js';
 import { createRateLimiter } from './connector/rate-limit.js';
 import { createCredentialInjector } from './connector/credentials.js';
@@ -37,6 +40,9 @@ export class Sidecar {
   readonly #connector: Connector;
   readonly #admin: AdminServer;
   readonly #release: () => Promise<void>;
+  readonly #policyHash: string;
+  /** The audit recorder (decision, outcome, lifecycle events). */
+  readonly audit: AuditRecorder;
   #state: SidecarState = 'ready';
 
   private constructor(parts: {
@@ -46,9 +52,11 @@ export class Sidecar {
     interceptor: Interceptor;
     connector: Connector;
     admin: AdminServer;
+    audit: AuditRecorder;
     proxyAddress: AddressInfo;
     adminAddress: AddressInfo;
     release: () => Promise<void>;
+    policyHash: string;
   }) {
     this.config = parts.config;
     this.#log = parts.log;
@@ -56,9 +64,11 @@ export class Sidecar {
     this.#interceptor = parts.interceptor;
     this.#connector = parts.connector;
     this.#admin = parts.admin;
+    this.audit = parts.audit;
     this.proxyAddress = parts.proxyAddress;
     this.adminAddress = parts.adminAddress;
     this.#release = parts.release;
+    this.#policyHash = parts.policyHash;
   }
 
   static async start(opts: SidecarStartOptions): Promise<Sidecar> {
@@ -66,6 +76,19 @@ export class Sidecar {
     const { ca, created } = initCa(config.sidecar.interceptor.mitm.ca_dir);
     if (created) log.info({ ca_cert: ca.certPath }, 'created a new local CA; give agents its certificate (firma ca export --env)');
     const decisions = createPipeline(config, log);
+    const a = config.audit;
+    const writer = AuditWriter.open({
+      path: a.path,
+      keyDir: a.key_dir,
+      fsync: a.fsync,
+      fsyncIntervalMs: a.fsync_interval_ms,
+      maxFileBytes: a.max_file_bytes,
+      onStateChange: (available, err) => {
+        if (available) log.warn({ audit: a.path }, 'audit log writable again: dispatching resumes');
+        else log.error({ audit: a.path, code: errorCode(err) }, 'audit log cannot be written: refusing requests (fail closed)');
+      },
+    });
+    const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null });
     const leafCerts = new LeafCertificates(ca);
     const hosts = new HostPolicies(config.sidecar.connector);
     const buckets = hosts.buckets();
@@ -93,6 +116,7 @@ export class Sidecar {
       leafCerts,
       pipeline: decisions.pipeline,
       bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
+      audit,
       connector,
       log,
     });
@@ -115,6 +139,7 @@ export class Sidecar {
       { address: proxyAddress.address, port: proxyAddress.port },
       { address: adminAddress.address, port: adminAddress.port },
     );
+    audit.lifecycle('start', `policy_hash=${decisions.rules.policy.policyHash} mode=${config.sidecar.mode}`);
     sidecar = new Sidecar({
       config,
       log,
@@ -122,8 +147,10 @@ export class Sidecar {
       interceptor,
       connector,
       admin,
+      audit,
       proxyAddress,
       adminAddress,
+      policyHash: decisions.rules.policy.policyHash,
       release: async () => {
         decisions.close();
         await limiter?.close();
@@ -155,6 +182,8 @@ export class Sidecar {
     return {
       config: { ok: true },
       ca: { ok: true },
+      policies: { ok: true, detail: this.#policyHash },
+      audit: this.audit.available ? { ok: true } : { ok: false, detail: 'audit log cannot be written' },
       proxy: this.#state === 'ready' ? { ok: true } : { ok: false, detail: this.#state },
     };
   }
@@ -167,6 +196,12 @@ export class Sidecar {
     this.#log.info({ in_flight: this.#interceptor.inFlight, grace_ms: grace }, 'draining');
     const { cut } = await this.#interceptor.drain(grace);
     await this.#connector.destroy();
+    this.audit.lifecycle('stop', cut > 0 ? `cut ${cut} in-flight request(s) at the drain bound` : null);
+    try {
+      await this.audit.close();
+    } catch (err) {
+      this.#log.error({ code: errorCode(err), err }, 'audit log not fully written at stop');
+    }
     await this.#release();
     await this.#admin.close();
     this.#state = 'stopped';

@@ -68,6 +68,7 @@ const DEFAULT_VALUES = {
     cache_ttl_ms: 60000,
     timeout_ms: 5000,
   },
+  audit: { path: '/work/audit/audit.jsonl', key_dir: '/work/keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false },
   redis: { url: '', key_prefix: 'firma', on_error: 'deny', timeout_ms: 500 },
 };
 
@@ -169,6 +170,7 @@ default_timeout_ms = 3_600_000
     },
     credentials: [],
     vault: { ...DEFAULT_VALUES.vault, kubernetes_jwt_file: '/var/run/secrets/kubernetes.io/serviceaccount/token' },
+    audit: { ...DEFAULT_VALUES.audit, path: '/etc/firma/audit/audit.jsonl', key_dir: '/etc/firma/keys' },
     redis: DEFAULT_VALUES.redis,
     source: { path: 'firma.toml' },
     baseDir: '/etc/firma',
@@ -481,6 +483,7 @@ t.test('JSON Schema', async (t) => {
     },
     credentials: [],
     vault: { ...DEFAULT_VALUES.vault },
+    audit: { path: 'audit/audit.jsonl', key_dir: 'keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false },
     redis: { ...DEFAULT_VALUES.redis },
   });
   t.same(jsonSchemaErrors(schema, rootDefault), []);

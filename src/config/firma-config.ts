@@ -225,6 +225,31 @@ export const firmaConfigSchema = s
       .refine(checkVaultAuth)
       .describe('HashiCorp Vault, for credentials with mode = "vault".'),
 
+    audit: s
+      .table({
+        path: s
+          .string()
+          .transform(resolveConfigRelativePath)
+          .default('audit/audit.jsonl')
+          .describe('Append-only JSON Lines audit log (created 0600). Rotated files keep the hash chain.'),
+        key_dir: s
+          .string()
+          .transform(resolveConfigRelativePath)
+          .default('keys')
+          .describe('Folder of the audit signing key pair (audit.key 0600, audit.pub), created on first start.'),
+        fsync: s
+          .enum(['always', 'interval', 'never'])
+          .default('interval')
+          .describe('"always": fsync after every write (nothing acknowledged is lost); "interval": every fsync_interval_ms (a crash loses at most that much); "never": leave it to the OS.'),
+        fsync_interval_ms: s.integer({ min: 1, max: 60_000 }).default(100).describe('With fsync = "interval": how often.'),
+        max_file_bytes: s
+          .integer({ min: 4096, max: 1_099_511_627_776 })
+          .default(104_857_600)
+          .describe('Rotate the audit file past this size; the first event of the new file links to the last of the old.'),
+        stdout: s.boolean().default(false).describe('Also write every event as a JSON line to stdout (through the logger), e.g. for a log collector.'),
+      })
+      .describe('The signed, hash-chained audit log (SPEC §5).'),
+
     redis: s
       .table({
         url: s.string().refine(checkRedisUrl).default('').describe('Redis for rate limits shared across replicas, e.g. "redis://127.0.0.1:6379"; "" keeps buckets in memory.'),

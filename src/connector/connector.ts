@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:
 import type { Duplex, Readable } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher } from 'undici';
@@ -48,6 +49,8 @@ export interface DispatchOutcome {
   readonly credentialInjected: boolean;
   /** Time spent waiting for a rate-limit token. */
   readonly waitedMs: number;
+  /** `sha256:<hex>` of the response body bytes as streamed to the agent; null when none was relayed. */
+  readonly responseHash: string | null;
 }
 
 /** Everything decided before a byte goes upstream: the deadline and the credential to inject. */
@@ -228,6 +231,8 @@ export class Connector {
       let settled = false;
       let controller: Dispatcher.DispatchController | null = null;
       let waitingForDrain = false;
+      // The audit's response_hash: SHA-256 of the bytes as relayed, computed as they pass, never buffered.
+      let bodyHash: Hash | null = null;
       // One timer bounds connect + time to response headers against the request's deadline.
       const timer = setTimeout(() => {
         if (upstreamStatus === null) controller?.abort(new FirmaError('UND_ERR_HEADERS_TIMEOUT', 'deadline passed'));
@@ -238,7 +243,7 @@ export class Connector {
         settled = true;
         clearTimeout(timer);
         res.off('close', onClientClose);
-        resolve({ ...o, bytesIn, bytesOut, credentialInjected, waitedMs: pre.waitedMs });
+        resolve({ ...o, bytesIn, bytesOut, credentialInjected, waitedMs: pre.waitedMs, responseHash: bodyHash === null ? null : `sha256:${bodyHash.digest('hex')}` });
       };
       const onClientClose = (): void => {
         if (settled || res.writableFinished) return;
@@ -259,6 +264,7 @@ export class Connector {
           if (statusCode < 200) return; // 1xx interim answers are not relayed
           upstreamStatus = statusCode;
           clearTimeout(timer);
+          bodyHash = createHash('sha256');
           const out = downstreamResponseHeaders(headers as IncomingHttpHeaders);
           if (allowed.wouldDeny !== null) out['x-firma-would-deny'] = wouldDenyHeader(allowed);
           res.writeHead(statusCode, statusMessage, out);
@@ -268,6 +274,7 @@ export class Connector {
         },
         onResponseData(c, chunk) {
           bytesOut += chunk.length;
+          bodyHash?.update(chunk);
           if (!res.write(chunk) && !waitingForDrain) {
             waitingForDrain = true;
             c.pause();
@@ -330,7 +337,7 @@ export class Connector {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        resolve({ ...o, bytesIn, bytesOut, credentialInjected, waitedMs: pre.waitedMs });
+        resolve({ ...o, bytesIn, bytesOut, credentialInjected, waitedMs: pre.waitedMs, responseHash: null });
       };
       let controller: Dispatcher.DispatchController | null = null;
       const timer = setTimeout(() => {
@@ -455,6 +462,7 @@ function refused(pre: Extract<Preflight, { ok: false }>): DispatchOutcome {
     clientAborted: false,
     credentialInjected: false,
     waitedMs: pre.waitedMs,
+    responseHash: null,
   };
 }
 

@@ -9,6 +9,8 @@ import type { Decision, Denied } from '../enforce/decision.js';
 import type { Connector, DispatchOutcome, BufferedBody } from '../connector/connector.js';
 import { classificationFailed, type Pipeline } from '../enforce/pipeline.js';
 import { readBoundedBody, extractBodyFields } from '../normalize/body.js';
+import type { AuditRecorder } from '../audit/record.js';
+import type { Allowed } from '../enforce/decision.js';
 import { identityFromProxyAuthorization } from './proxy-auth.js';
 import { parseAuthority, parseHost, hostPatternMatches, type ParsedAuthority } from './hostname.js';
 import { readClientHello } from './client-hello.js';
@@ -23,6 +25,8 @@ export interface InterceptorOptions {
   readonly bypassHosts: readonly string[];
   readonly leafCerts: LeafCertificates;
   readonly pipeline: Pipeline;
+  /** Decision and outcome events; a decision that cannot be recorded is not dispatched. */
+  readonly audit: AuditRecorder;
   /** For rules with body_fields: how much of a JSON body is read before deciding. */
   readonly bodyLimitBytes: number;
   readonly connector: Connector;
@@ -230,7 +234,10 @@ export class Interceptor {
     }
   }
 
+  /** A sidecar answer written on a raw socket (CONNECT, upgrade, malformed input). */
   #reply(socket: Duplex, reply: SidecarReply, decision: Decision | null = null): void {
+    if (decision === null) this.#opts.audit.refused(reply);
+    else if (decision.verdict === 'deny') this.#opts.audit.decision(decision);
     sendReplyRaw(socket, reply);
     this.#logLine(decision, reply, null, 0);
   }
@@ -381,9 +388,15 @@ export class Interceptor {
         this.#denyHttp(res, decision, started, body !== null && !body.complete);
         return;
       }
+      if (!this.#recordAllowed(decision)) {
+        this.#end();
+        this.#replyHttp(res, auditUnavailable(requestId), decision);
+        return;
+      }
       this.#opts.connector.forward(decision, req, res, body).then(
         (outcome) => {
           this.#end();
+          this.#opts.audit.outcome(decision, outcome, performance.now() - started);
           this.#logLine(decision, null, outcome, started);
         },
         (err: unknown) => {
@@ -404,14 +417,22 @@ export class Interceptor {
 
   #denyHttp(res: ServerResponse, d: Denied, started: number, close = false): void {
     const reply = denyReply(d);
+    this.#opts.audit.decision(d);
     sendReply(res, reply, close);
     this.#logLine(d, reply, null, started);
   }
 
-  #replyHttp(res: ServerResponse, reply: SidecarReply): void {
+  /** Record an allow before dispatch; false (audit log unavailable) means: do not dispatch. */
+  #recordAllowed(decision: Allowed): boolean {
+    return this.#opts.audit.decision(decision);
+  }
+
+  /** A sidecar answer on a request that was not (or could not be) decided on by the pipeline. */
+  #replyHttp(res: ServerResponse, reply: SidecarReply, decision: Decision | null = null): void {
+    if (decision === null) this.#opts.audit.refused(reply);
     // A request body we refuse is not read; closing keeps a half-sent body from being parsed as a request.
     sendReply(res, reply, reply.status === 400 || reply.status === 407);
-    this.#logLine(null, reply, null, 0);
+    this.#logLine(decision, reply, null, 0);
   }
 
   // ---------------------------------------------------------------- CONNECT
@@ -532,10 +553,15 @@ export class Interceptor {
       this.#reply(socket, denyReply(decision), decision);
       return;
     }
+    if (!this.#recordAllowed(decision)) {
+      this.#reply(socket, auditUnavailable(requestId), decision);
+      return;
+    }
     this.#begin();
     const dialed = await this.#opts.connector.dialTunnel(decision);
     if (!dialed.ok) {
       this.#end();
+      this.#opts.audit.outcome(decision, failedDial(dialed.reply.status, dialed.error), performance.now() - started);
       this.#reply(socket, { ...dialed.reply, requestId }, decision);
       return;
     }
@@ -554,7 +580,9 @@ export class Interceptor {
       upstream.destroy();
       socket.destroy();
       this.#end();
-      this.#logLine(decision, { status: 400, decision: 'deny', stage: 'intercept', reason: refuse, message: '', requestId }, null, started);
+      const refusal: SidecarReply = { status: 400, decision: 'deny', stage: 'intercept', reason: refuse, message: '', requestId };
+      this.#opts.audit.outcome(decision, { ...failedDial(400, 'invalid_request'), errorCode: refuse }, performance.now() - started);
+      this.#logLine(decision, refusal, null, started);
       return;
     }
     upstream.write(bytes);
@@ -572,7 +600,7 @@ export class Interceptor {
       socket.destroy();
       upstream.destroy();
       this.#end();
-      this.#logLine(decision, null, {
+      const outcome: DispatchOutcome = {
         status: 200,
         upstreamStatus: null,
         error: null,
@@ -582,7 +610,10 @@ export class Interceptor {
         clientAborted: false,
         credentialInjected: false,
         waitedMs: 0,
-      }, started);
+        responseHash: null,
+      };
+      this.#opts.audit.outcome(decision, outcome, performance.now() - started);
+      this.#logLine(decision, null, outcome, started);
     };
     socket.on('close', close);
     upstream.on('close', close);
@@ -627,9 +658,15 @@ export class Interceptor {
         this.#reply(socket, denyReply(decision), decision);
         return;
       }
+      if (!this.#recordAllowed(decision)) {
+        this.#end();
+        this.#reply(socket, auditUnavailable(requestId), decision);
+        return;
+      }
       this.#opts.connector.upgrade(decision, req, socket, head).then(
         (outcome) => {
           this.#end();
+          this.#opts.audit.outcome(decision, outcome, performance.now() - started);
           this.#logLine(decision, null, outcome, started);
         },
         (err: unknown) => {
@@ -706,6 +743,35 @@ export class Interceptor {
       'request',
     );
   }
+}
+
+/** Fail closed: nothing is dispatched that the audit log cannot record. */
+function auditUnavailable(requestId: string): SidecarReply {
+  return {
+    status: 503,
+    decision: 'deny',
+    stage: 'audit',
+    reason: 'audit_unavailable',
+    message: 'the audit log cannot be written, so nothing is sent until it can',
+    requestId,
+    headers: { 'retry-after': '1' },
+  };
+}
+
+/** The outcome of a blind tunnel that never carried bytes. */
+function failedDial(status: number, error: DispatchOutcome['error']): DispatchOutcome {
+  return {
+    status,
+    upstreamStatus: null,
+    error,
+    errorCode: null,
+    bytesIn: 0,
+    bytesOut: 0,
+    clientAborted: false,
+    credentialInjected: false,
+    waitedMs: 0,
+    responseHash: null,
+  };
 }
 
 /** The 403/407 answer for a pipeline deny. */
