@@ -1,5 +1,11 @@
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, openSync, readSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { verifyAuditFiles } from '../audit/verify.js';
+import { auditFileSet } from '../audit/files.js';
+import { formatEventLine, filterEvent } from '../audit/tail.js';
+import { AUDIT_PUBLIC_KEY_FILE } from '../audit/keys.js';
+import type { AuditEvent } from '../audit/events.js';
 import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';
 import { initCa, loadCa, caEnvLines } from '../intercept/ca.js';
 import { issueToken, revokeToken, parseDuration } from '../enforce/tokens.js';
@@ -20,6 +26,11 @@ usage:
                                      mint a capability token (PASETO v4.public) with the local signing key
   firma token revoke TOKEN_ID [--config PATH]
                                      add a token id to the revocation list (takes effect without restart)
+  firma audit verify [PATH...] [--public-key FILE]
+                                     verify the hash chain and every signature; exit 1 naming the first bad line
+  firma audit key                    print the audit public key (to verify elsewhere)
+  firma audit tail [-f] [--decision D] [--agent A] [--host H]
+                                     a readable view of the audit log, one line per event
   firma schema                       print the JSON Schema of firma.toml (for editors)
   firma version
 `;
@@ -158,6 +169,103 @@ async function tokenCommand(sub: string | undefined, rest: readonly string[], va
   fail(`firma token: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
 }
 
+interface AuditFlags {
+  readonly config?: string | undefined;
+  readonly 'public-key'?: string | undefined;
+  readonly follow?: boolean | undefined;
+  readonly decision?: string | undefined;
+  readonly agent?: string | undefined;
+  readonly host?: string | undefined;
+}
+
+async function auditCommand(sub: string | undefined, rest: readonly string[], values: AuditFlags): Promise<void> {
+  const config = readConfig(values.config);
+  const publicKeyFile = values['public-key'] ?? join(config.audit.key_dir, AUDIT_PUBLIC_KEY_FILE);
+  if (sub === 'key') {
+    try {
+      process.stdout.write(readFileSync(publicKeyFile, 'utf8'));
+    } catch {
+      fail(`firma audit key: no audit public key at ${publicKeyFile} (it is created on the sidecar's first start)`);
+    }
+    return;
+  }
+  if (sub === 'verify') {
+    let pem: string;
+    try {
+      pem = readFileSync(publicKeyFile, 'utf8');
+    } catch {
+      fail(`firma audit verify: cannot read the audit public key ${publicKeyFile} (use --public-key FILE)`);
+    }
+    const paths = rest.length > 0 ? [...rest] : [config.audit.path];
+    const result = verifyAuditFiles(paths, pem);
+    if (!result.ok) fail(`${result.file}:${result.line}: ${result.problem}`);
+    process.stdout.write(
+      `ok: ${result.events} events, seq 1..${result.lastSeq}, chain and every signature valid\n` +
+        `head hash ${result.headHash}\n` +
+        'note: events cut from the end of the log leave no trace in the log itself; compare the head hash with a copy kept elsewhere.\n',
+    );
+    return;
+  }
+  if (sub === 'tail') {
+    const filter = { decision: values.decision, agent: values.agent, host: values.host };
+    const files = auditFileSet(config.audit.path);
+    const print = (line: string): void => {
+      if (line.trim() === '') return;
+      try {
+        const event = JSON.parse(line) as AuditEvent;
+        if (filterEvent(event, filter)) process.stdout.write(formatEventLine(event) + '\n');
+      } catch {
+        process.stdout.write(`(unparsable line) ${line.slice(0, 120)}\n`);
+      }
+    };
+    for (const f of files) {
+      let text = '';
+      try {
+        text = readFileSync(f, 'utf8');
+      } catch {
+        continue;
+      }
+      for (const line of text.split('\n')) print(line);
+    }
+    if (values.follow === true) await followFile(config.audit.path, print);
+    return;
+  }
+  fail(`firma audit: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
+}
+
+/** `tail -f` for the live audit file: print lines appended after its current end (and after rotation). */
+async function followFile(path: string, print: (line: string) => void): Promise<never> {
+  let offset = 0;
+  try {
+    offset = statSync(path).size;
+  } catch {
+    offset = 0;
+  }
+  let partial = '';
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 250));
+    let size: number;
+    try {
+      size = statSync(path).size;
+    } catch {
+      continue;
+    }
+    if (size < offset) offset = 0; // rotated: the live file started over
+    if (size === offset) continue;
+    const fd = openSync(path, 'r');
+    try {
+      const buf = Buffer.alloc(size - offset);
+      readSync(fd, buf, 0, buf.length, offset);
+      offset = size;
+      const lines = (partial + buf.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) print(line);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
 interface TokenFlags {
   readonly config?: string | undefined;
   readonly agent?: string | undefined;
@@ -180,6 +288,10 @@ async function main(argv: string[]): Promise<void> {
         actions: { type: 'string' },
         scope: { type: 'string' },
         ttl: { type: 'string' },
+        'public-key': { type: 'string' },
+        follow: { type: 'boolean', short: 'f', default: false },
+        decision: { type: 'string' },
+        host: { type: 'string' },
       },
     });
   } catch (err) {
@@ -200,6 +312,8 @@ async function main(argv: string[]): Promise<void> {
       return caCommand(sub, values.env ?? false, values.config);
     case 'token':
       return tokenCommand(sub, rest, values);
+    case 'audit':
+      return auditCommand(sub, rest, values);
     case 'schema':
       process.stdout.write(JSON.stringify(firmaConfigJsonSchema(), null, 2) + '\n');
       return;

@@ -1,0 +1,223 @@
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync, symlinkSync, unlinkSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ProxyAgent, request } from 'undici';
+import { startUpstream, type Upstream } from './helpers/upstream.js';
+import { startTestSidecar, CLI, type TestSidecar } from './helpers/sidecar.js';
+import { curl } from './helpers/clients.js';
+import { issueToken } from '../src/enforce/tokens.js';
+
+let up: Upstream;
+let tlsUp: Upstream;
+t.before(async () => {
+  up = await startUpstream();
+  tlsUp = await startUpstream({ tls: true });
+});
+t.teardown(async () => {
+  await up.close();
+  await tlsUp.close();
+});
+
+const RULES = `
+[[rules]]
+host = "127.0.0.1"
+action_class = "demo.call"
+risk = "low"
+
+[[rules]]
+host = "127.0.0.1"
+path = "/admin/**"
+action_class = "demo.admin"
+risk = "critical"
+`;
+
+interface Ev {
+  type: string;
+  seq: number;
+  request_id: string | null;
+  [k: string]: unknown;
+}
+
+function events(sc: TestSidecar): Ev[] {
+  return readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Ev);
+}
+
+function firma(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) =>
+    execFile(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' }, (err, stdout, stderr) =>
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr })));
+}
+
+t.test('mixed traffic: one decision event per request, one outcome per dispatch, verify passes; tampering is named', async (t) => {
+  const secret = `sk-audit-${randomBytes(12).toString('hex')}`;
+  process.env['FIRMA_AUDIT_TEST_KEY'] = secret;
+  t.teardown(() => {
+    delete process.env['FIRMA_AUDIT_TEST_KEY'];
+  });
+  const sc = await startTestSidecar(`
+[[sidecar.connector.hosts]]
+host = "${up.hostPort}"
+timeout_ms = 500
+
+[[sidecar.connector.hosts]]
+host = "127.0.0.1:${tlsUp.port}"
+rps = 1
+burst = 1
+timeout_ms = 50
+
+[[credentials]]
+host = "127.0.0.1:${tlsUp.port}"
+mode = "basic"
+value_from_env = "FIRMA_AUDIT_TEST_KEY"
+prefix = "Bearer "
+`, { rules: RULES, capabilities: 'required = true' });
+  const keys = join(sc.dir, 'keys');
+  const { token } = await issueToken({ signingKeyFile: join(keys, 'capability.key'), publicKeyFile: join(keys, 'capability.pub'), agent: 'auditor', actions: ['*'], scope: '127.0.0.1', ttlMs: 3_600_000 });
+  const proxy = `http://auditor:${token}@127.0.0.1:${sc.proxyPort}`;
+  const allowed = await curl(['--proxy', proxy, '-H', 'Cookie: session=cookie-secret', `${up.origin}/echo?api_key=query-secret&x=1`]);
+  const denied = await curl(['--proxy', proxy, `${up.origin}/admin/drop`]);
+  const timeout = await curl(['--proxy', proxy, `${up.origin}/hang`]);
+  const injected = await curl(['--proxy', proxy, '--cacert', sc.caPath, `${tlsUp.origin}/echo`]);
+  const limited = await curl(['--proxy', proxy, '--cacert', sc.caPath, `${tlsUp.origin}/echo`]);
+  const noToken = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo`]);
+  t.same([allowed.status, denied.status, timeout.status, injected.status, limited.status, noToken.status], [200, 403, 504, 200, 429, 407]);
+  await sc.stop();
+
+  const all = events(sc);
+  t.same(all.map((e) => e.seq), all.map((_e, i) => i + 1), 'seq is gapless from 1');
+  t.equal(all[0]?.type, 'lifecycle');
+  t.equal(all[all.length - 1]?.type, 'lifecycle');
+  const byRequest = new Map<string, Ev[]>();
+  for (const e of all) if (e.request_id !== null) byRequest.set(e.request_id, [...(byRequest.get(e.request_id) ?? []), e]);
+  const decisions = all.filter((e) => e.type === 'decision');
+  t.equal(decisions.length, 6, 'one decision event per request');
+  t.equal(new Set(decisions.map((e) => e.request_id)).size, 6);
+  for (const [id, evs] of byRequest) {
+    t.equal(evs.filter((e) => e.type === 'decision').length, 1, `request ${id.slice(0, 8)}: exactly one decision`);
+    t.ok(evs.filter((e) => e.type === 'outcome').length <= 1, 'at most one outcome');
+  }
+  const d = (reason: string): Ev | undefined => decisions.find((e) => e['reason'] === reason);
+  t.equal(d('policy_deny')?.['decision'], 'deny');
+  t.same(d('policy_deny')?.['policy_ids'], ['default.deny-critical']);
+  t.equal(d('token_missing')?.['stage'], 'capability');
+  const allowEvents = decisions.filter((e) => e['decision'] === 'allow');
+  t.equal(allowEvents.length, 4, 'allowed: plain, timeout, injected, rate-limited (the connector failed after the allow)');
+  t.ok(allowEvents.every((e) => typeof e['token_id'] === 'string' && typeof e['policy_hash'] === 'string'));
+  t.match(String(allowEvents[0]?.['path']), /^\/echo\?api_key=REDACTED&x=REDACTED$/, 'query values redacted');
+  const outcomes = all.filter((e) => e.type === 'outcome');
+  t.equal(outcomes.length, 4, 'one outcome per dispatched request');
+  const o = (pred: (e: Ev) => boolean): Ev | undefined => outcomes.find(pred);
+  t.equal(o((e) => e['error'] === 'timeout')?.['status'], 504);
+  t.equal(o((e) => e['error'] === 'rate_limited')?.['status'], 429);
+  const inj = o((e) => e['credential_injected'] === true);
+  t.equal(inj?.['status'], 200);
+  t.equal(inj?.['response_hash'], `sha256:${createHash('sha256').update(injected.body).digest('hex')}`, 'response_hash = sha256 of what the client received');
+  // Secrets appear nowhere in the audit log.
+  const text = readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8');
+  for (const s of [secret, token, 'cookie-secret', 'query-secret', 'Bearer ', 'Proxy-Authorization']) t.notOk(text.includes(s), `no ${s.slice(0, 14)}… in the audit log`);
+
+  const config = join(sc.dir, 'firma.toml');
+  const ok = await firma(['audit', 'verify', '--config', config], sc.dir);
+  t.equal(ok.code, 0, ok.stderr);
+  t.match(ok.stdout, /^ok: \d+ events, seq 1\.\.\d+, chain and every signature valid\nhead hash [0-9a-f]{64}/);
+  const key = await firma(['audit', 'key', '--config', config], sc.dir);
+  t.match(key.stdout, /^-----BEGIN PUBLIC KEY-----/);
+  const tail = await firma(['audit', 'tail', '--decision', 'deny', '--config', config], sc.dir);
+  t.match(tail.stdout, /admin\/drop/);
+  t.notMatch(tail.stdout, /\/echo\?/, 'filtered to denies');
+
+  // Tampering, each named with its line.
+  const lines = text.trim().split('\n');
+  const tamper = async (name: string, mutated: string[], expected: RegExp): Promise<void> => {
+    const file = join(sc.dir, `tampered-${name}.jsonl`);
+    writeFileSync(file, mutated.join('\n') + '\n');
+    const r = await firma(['audit', 'verify', file, '--config', config], sc.dir);
+    t.equal(r.code, 1, `${name}: verify fails`);
+    t.match(r.stderr, expected, `${name}: ${r.stderr.trim()}`);
+  };
+  const edited = [...lines];
+  edited[3] = (edited[3] as string).replace('"ts":"2', '"ts":"3');
+  await tamper('edit', edited, /tampered-edit\.jsonl:4: edited/);
+  await tamper('delete', lines.filter((_l, i) => i !== 4), /tampered-delete\.jsonl:5: deleted/);
+  const swapped = [...lines];
+  [swapped[2], swapped[3]] = [swapped[3] as string, swapped[2] as string];
+  await tamper('swap', swapped, /tampered-swap\.jsonl:3: /);
+  const forged = [...lines];
+  forged.splice(5, 0, (lines[5] as string).replace(/"sig":"[^"]+"/, '"sig":"AAAA"'));
+  await tamper('insert', forged, /tampered-insert\.jsonl:6: /);
+});
+
+t.test('2,000 requests at concurrency 50: 2,000 decision events, gapless, verified', async (t) => {
+  const sc = await startTestSidecar('', { rules: RULES });
+  const dispatcher = new ProxyAgent({ uri: sc.proxyUrl, proxyTunnel: false, connections: 50 });
+  let next = 0;
+  const statuses: number[] = [];
+  await Promise.all(Array.from({ length: 50 }, async () => {
+    while (next < 2000) {
+      next++;
+      const res = await request(`${up.origin}/echo`, { dispatcher });
+      await res.body.text();
+      statuses.push(res.statusCode);
+    }
+  }));
+  await dispatcher.close();
+  await sc.stop();
+  t.equal(statuses.filter((s) => s === 200).length, 2000);
+  const all = events(sc);
+  t.equal(all.filter((e) => e.type === 'decision').length, 2000, '2,000 decision events');
+  t.equal(all.filter((e) => e.type === 'outcome').length, 2000, '2,000 outcome events');
+  t.same(all.map((e) => e.seq), all.map((_e, i) => i + 1), 'gapless');
+  const v = await firma(['audit', 'verify', '--config', join(sc.dir, 'firma.toml')], sc.dir);
+  t.equal(v.code, 0, v.stderr);
+});
+
+t.test('audit log unwritable (disk full): requests refused 503, readyz 503, recovery when writing works again', async (t) => {
+  const base = join(startDir(), 'audit-full');
+  mkdirSync(base, { recursive: true });
+  const link = join(base, 'audit.jsonl');
+  symlinkSync('/dev/full', link);
+  const sc = await startTestSidecar(`
+[audit]
+path = "${link}"
+`, { rules: RULES });
+  t.teardown(() => sc.stop());
+  await new Promise((r) => setTimeout(r, 300));
+  const refused = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo`]);
+  t.equal(refused.status, 503);
+  t.equal((JSON.parse(refused.body) as Record<string, string>)['reason'], 'audit_unavailable');
+  const ready = await curl([`${sc.adminUrl}/readyz`]);
+  t.equal(ready.status, 503);
+  t.match(ready.body, /audit log cannot be written/);
+  // Space returns: the path now leads to a real file.
+  unlinkSync(link);
+  writeFileSync(link, '');
+  let status = 0;
+  for (let i = 0; i < 40 && status !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    status = (await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo`])).status;
+  }
+  t.equal(status, 200, 'dispatching resumes by itself');
+  t.equal((await curl([`${sc.adminUrl}/readyz`])).status, 200);
+  await sc.stop();
+  const text = readFileSync(link, 'utf8');
+  t.match(text, /"event":"audit_recovered"/);
+  const v = await firma(['audit', 'verify', link, '--public-key', join(sc.dir, 'keys', 'audit.pub')], sc.dir);
+  t.equal(v.code, 0, `the chain survives the outage: ${v.stderr}`);
+});
+
+t.test('response_hash of a 50 MiB download equals sha256 of what the client received', async (t) => {
+  const sc = await startTestSidecar('', { rules: RULES });
+  const r = await curl(['--proxy', sc.proxyUrl, '--cacert', sc.caPath, '-o', join(sc.dir, 'big.bin'), `${tlsUp.origin}/bytes?mib=50`]);
+  t.equal(r.status, 200, r.stderr);
+  await sc.stop();
+  const got = `sha256:${createHash('sha256').update(readFileSync(join(sc.dir, 'big.bin'))).digest('hex')}`;
+  const outcome = events(sc).find((e) => e.type === 'outcome');
+  t.equal(outcome?.['bytes_out'], 50 * 2 ** 20);
+  t.equal(outcome?.['response_hash'], got);
+});
+
+function startDir(): string {
+  return join('/tmp', `firma-audit-${randomBytes(4).toString('hex')}`);
+}
