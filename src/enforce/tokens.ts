@@ -15,6 +15,7 @@ import { SecretKeyFromCryptoKey, SignFactory } from 'paseto/v4/public';
 import { AGENT_ID } from '../config/validators.js';
 import { FirmaError } from '../errors.js';
 import { isValidActionPattern, isValidTokenId, parseRevocationList, parseScope } from './capability.js';
+import { writeExclusive } from '../secure-files.js';
 
 const SECOND_MS = 1000;
 const UNIT_MS = { s: SECOND_MS, m: 60 * SECOND_MS, h: 3600 * SECOND_MS, d: 86_400 * SECOND_MS } as const;
@@ -79,17 +80,6 @@ export function loadSigningKey(file: string): crypto.KeyObject {
   return key;
 }
 
-function writeExclusive(p: string, data: string, mode: number): void {
-  // 'wx': fail if the file exists (never overwrite); created with `mode` so it is never briefly wider.
-  const fd = fs.openSync(p, 'wx', mode);
-  try {
-    fs.fchmodSync(fd, mode); // the umask may have narrowed 0644; make the mode exact
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 function spkiPem(key: crypto.KeyObject): string {
   return crypto.createPublicKey(key).export({ type: 'spki', format: 'pem' }) as string;

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import forge from 'node-forge';
 import { FirmaError } from '../errors.js';
+import { writeExclusive } from '../secure-files.js';
 
 export interface CertificateAuthority {
   dir: string;
@@ -389,17 +390,6 @@ export function loadCa(dir: string): CertificateAuthority {
   };
 }
 
-function writeExclusive(p: string, data: string, mode: number): void {
-  // 'wx': fail if the file exists (never overwrite); created with `mode` so it is never briefly wider.
-  const fd = fs.openSync(p, 'wx', mode);
-  try {
-    fs.fchmodSync(fd, mode); // the umask may have narrowed 0644; make the mode exact
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /**
  * Loads the CA in `dir`, creating it (and `dir`, mode 0700) if neither file exists. Never regenerates:
