@@ -1,0 +1,58 @@
+import { createHash, sign, verify, type KeyObject } from 'node:crypto';
+
+/** `prev_hash` of the first event of a log. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/**
+ * Canonical JSON: object keys sorted recursively (JS default sort = UTF-16 code units; all audit keys
+ * are ASCII, so this is byte order too), no whitespace, values as JSON.stringify writes them, keys whose
+ * value is `undefined` omitted. Parsing a line and re-canonicalising yields the same text, which is what
+ * lets the verifier recompute hashes from the file alone.
+ */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) {
+    let s = '[';
+    for (let i = 0; i < value.length; i++) s += (i === 0 ? '' : ',') + canonicalJson(value[i]);
+    return s + ']';
+  }
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).sort();
+  let s = '{';
+  let first = true;
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    s += (first ? '' : ',') + JSON.stringify(k) + ':' + canonicalJson(v);
+    first = false;
+  }
+  return s + '}';
+}
+
+/** Canonical JSON of an event without its `hash` and `sig` (the hashed content). */
+export function canonicalWithoutSeal(event: Readonly<Record<string, unknown>>): string {
+  const { hash: _h, sig: _s, ...rest } = event;
+  return canonicalJson(rest);
+}
+
+/** `hash = hex(SHA-256(UTF-8(prev_hash + canonical)))`; `prev_hash` is the 64 hex chars as text. */
+export function chainHash(prevHash: string, canonical: string): string {
+  return createHash('sha256').update(prevHash + canonical, 'utf8').digest('hex');
+}
+
+/**
+ * The signed message is exactly the 32 raw bytes of the SHA-256 digest, i.e. `Buffer.from(hash, 'hex')`
+ * (not the 64-char hex text, not the JSON). Pure Ed25519 (RFC 8032, no prehash, no context);
+ * `sig` is the standard base64 of the 64-byte signature.
+ */
+export function signHash(privateKey: KeyObject, hash: string): string {
+  return sign(null, Buffer.from(hash, 'hex'), privateKey).toString('base64');
+}
+
+export function verifyHashSig(publicKey: KeyObject, hash: string, sig: string): boolean {
+  try {
+    return verify(null, Buffer.from(hash, 'hex'), publicKey, Buffer.from(sig, 'base64'));
+  } catch {
+    return false;
+  }
+}

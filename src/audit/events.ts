@@ -1,0 +1,120 @@
+/**
+ * The audit event contract (SPEC §5). One JSON object per line; every event is hash-chained and signed
+ * by the writer, so callers only ever build an `AuditEventBody` (the event minus the integrity fields).
+ */
+
+export const AUDIT_EVENT_VERSION = 1;
+
+export type AuditEventType = 'decision' | 'outcome' | 'approval' | 'lifecycle';
+export type AuditDecision = 'allow' | 'deny' | 'passthrough' | 'require_approval';
+export type AuditOutcomeError = 'timeout' | 'network' | 'invalid_request' | 'rate_limited' | 'credential';
+export type AuditApprovalAction = 'requested' | 'approved' | 'denied' | 'expired' | 'cancelled';
+export type AuditLifecycleEvent = 'start' | 'stop' | 'reload' | 'audit_recovered' | 'audit_failed';
+
+/** Fields the writer assigns (seq, ts, chain, signature): never supplied by callers. */
+export interface AuditIntegrity {
+  readonly v: 1;
+  /** Gapless from 1 across the whole log, rotated files included. */
+  readonly seq: number;
+  /** RFC 3339 UTC with milliseconds, e.g. 2026-11-22T10:00:00.123Z. */
+  readonly ts: string;
+  /** `hash` of the previous event; 64 zeros for the first event of the log. */
+  readonly prev_hash: string;
+  /** Lower-case hex SHA-256, see chain.ts. */
+  readonly hash: string;
+  /** Base64 Ed25519 signature over the 32 raw bytes of `hash`. */
+  readonly sig: string;
+}
+
+interface BodyCommon {
+  readonly request_id: string | null;
+  readonly agent_id: string | null;
+}
+
+export interface DecisionBody extends BodyCommon {
+  readonly type: 'decision';
+  readonly kind: 'request' | 'websocket' | 'tunnel';
+  readonly method: string;
+  readonly scheme: 'http' | 'https';
+  readonly host: string;
+  readonly port: number;
+  /** Path with query values redacted (`redactQuery`): never raw query values, which may hold secrets. */
+  readonly path: string;
+  readonly action_class: string | null;
+  readonly risk: string | null;
+  readonly decision: AuditDecision;
+  readonly stage: string;
+  readonly reason: string;
+  /** The mapping rule that classified the request, when one did. */
+  readonly rule: string | null;
+  readonly policy_ids: readonly string[];
+  readonly policy_hash: string | null;
+  /** Capability token id (`jti`), never the token. */
+  readonly token_id: string | null;
+  /** Monitor mode: the reason enforce mode would have denied, else null. */
+  readonly would_deny: string | null;
+}
+
+export interface OutcomeBody extends BodyCommon {
+  readonly type: 'outcome';
+  readonly status: number | null;
+  readonly error: AuditOutcomeError | null;
+  readonly error_code: string | null;
+  /** `sha256:<hex>` of the response body bytes as streamed, or null when no body was relayed. */
+  readonly response_hash: string | null;
+  readonly bytes_in: number;
+  readonly bytes_out: number;
+  readonly duration_ms: number;
+  /** Whether a credential was injected; never its value. */
+  readonly credential_injected: boolean;
+}
+
+export interface ApprovalBody extends BodyCommon {
+  readonly type: 'approval';
+  readonly approval_id: string;
+  readonly action: AuditApprovalAction;
+  readonly approver: string | null;
+  readonly reason: string | null;
+}
+
+export interface LifecycleBody extends BodyCommon {
+  readonly type: 'lifecycle';
+  readonly event: AuditLifecycleEvent;
+  readonly detail: string | null;
+}
+
+/** What callers pass to `AuditWriter.append`. */
+export type AuditEventBody = DecisionBody | OutcomeBody | ApprovalBody | LifecycleBody;
+
+export type DecisionEvent = AuditIntegrity & DecisionBody;
+export type OutcomeEvent = AuditIntegrity & OutcomeBody;
+export type ApprovalEvent = AuditIntegrity & ApprovalBody;
+export type LifecycleEvent = AuditIntegrity & LifecycleBody;
+export type AuditEvent = DecisionEvent | OutcomeEvent | ApprovalEvent | LifecycleEvent;
+
+/** Fields each type must carry, for the verifier (a line missing one is reported, not guessed at). */
+export const REQUIRED_FIELDS: { readonly [K in AuditEventType]: readonly string[] } = {
+  decision: ['kind', 'method', 'scheme', 'host', 'port', 'path', 'action_class', 'risk', 'decision', 'stage', 'reason', 'rule', 'policy_ids', 'policy_hash', 'token_id', 'would_deny'],
+  outcome: ['status', 'error', 'error_code', 'response_hash', 'bytes_in', 'bytes_out', 'duration_ms', 'credential_injected'],
+  approval: ['approval_id', 'action', 'approver', 'reason'],
+  lifecycle: ['event', 'detail'],
+};
+
+export const COMMON_FIELDS: readonly string[] = ['v', 'seq', 'ts', 'type', 'request_id', 'agent_id', 'prev_hash', 'hash', 'sig'];
+
+/**
+ * `path` + redacted `query`: keys kept (they say what was asked), values replaced by `REDACTED` (they may
+ * carry API keys or personal data). `query` is the raw text after `?`, without it; null or '' → no `?`.
+ * A key without `=` stays bare; empty values are redacted too so their presence leaks no information.
+ */
+export function redactQuery(path: string, query: string | null): string {
+  if (query === null || query === '') return path;
+  const parts = query.split('&');
+  let out = '';
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i] ?? '';
+    const eq = p.indexOf('=');
+    out += (i === 0 ? '' : '&') + (eq < 0 ? p : `${p.slice(0, eq)}=REDACTED`);
+  }
+  return `${path}?${out}`;
+}

@@ -1,0 +1,142 @@
+import type { Logger } from '../log.js';
+import type { Decision } from '../enforce/decision.js';
+import type { DispatchOutcome } from '../connector/connector.js';
+import type { SidecarReply } from '../intercept/respond.js';
+import type { AuditWriter } from './writer.js';
+import type { AuditDecision, AuditEventBody, AuditLifecycleEvent, DecisionBody } from './events.js';
+import { redactQuery } from './events.js';
+
+const AUDIT_UNAVAILABLE: SidecarReply = {
+  status: 503,
+  decision: 'deny',
+  stage: 'audit',
+  reason: 'audit_unavailable',
+  message: '',
+  requestId: '',
+};
+
+/**
+ * Turns what the pipeline decided and what the connector reported into audit events (SPEC §5), and is
+ * the one place that knows their field names. Events carry no header values, no token and no
+ * credential: only ids, classes, reasons and sizes.
+ */
+export class AuditRecorder {
+  readonly #writer: AuditWriter;
+  readonly #log: Logger | null;
+
+  constructor(writer: AuditWriter, opts: { stdout?: Logger | null } = {}) {
+    this.#writer = writer;
+    this.#log = opts.stdout ?? null;
+  }
+
+  get available(): boolean {
+    return this.#writer.available;
+  }
+
+  get headHash(): string {
+    return this.#writer.headHash;
+  }
+
+  #append(body: AuditEventBody): boolean {
+    const ok = this.#writer.append(body);
+    if (ok && this.#log !== null) this.#log.info({ audit: body }, 'audit');
+    return ok;
+  }
+
+  /**
+   * The decision event, written before anything is dispatched. Returns false when the audit log cannot
+   * take it: the caller must then not dispatch (fail closed).
+   */
+  decision(d: Decision, reply: SidecarReply | null = null): boolean {
+    if (d.verdict === 'allow' && !this.#writer.available) {
+      // Fail closed: while the log cannot be written nothing is dispatched. The refusal itself is
+      // queued (written when the log recovers, in order) so the gap is explained in the log.
+      this.#append(this.#decisionBody(d, AUDIT_UNAVAILABLE));
+      return false;
+    }
+    return this.#append(this.#decisionBody(d, reply));
+  }
+
+  #decisionBody(d: Decision, reply: SidecarReply | null): DecisionBody {
+    const e = d.envelope;
+    let verdict: AuditDecision;
+    if (d.verdict === 'allow') verdict = d.passthrough ? 'passthrough' : 'allow';
+    else verdict = d.stage === 'approval' && d.reason === 'approval_required' ? 'require_approval' : 'deny';
+    const body: DecisionBody = {
+      type: 'decision',
+      request_id: e.requestId,
+      agent_id: e.agentId,
+      kind: e.kind,
+      method: e.method,
+      scheme: e.target.scheme,
+      host: e.target.host,
+      port: e.target.port,
+      path: e.path === null ? '' : redactQuery(e.path, e.query),
+      action_class: e.actionClass,
+      risk: e.risk,
+      decision: reply !== null && reply.decision === 'deny' ? 'deny' : verdict,
+      stage: reply?.stage ?? (d.verdict === 'deny' ? d.stage : 'policy'),
+      reason: reply?.reason ?? (d.verdict === 'deny' ? d.reason : d.passthrough ? 'unclassified_passthrough' : 'allowed'),
+      rule: e.ruleId,
+      policy_ids: d.policyIds,
+      policy_hash: d.policyHash,
+      token_id: d.tokenId,
+      would_deny: d.verdict === 'allow' && d.wouldDeny !== null ? `${d.wouldDeny.stage}:${d.wouldDeny.reason}` : null,
+    };
+    return body;
+  }
+
+  /** A request refused before it could be classified (malformed, bad CONNECT target, bad credentials). */
+  refused(reply: SidecarReply, what: { method?: string; host?: string; port?: number; scheme?: 'http' | 'https'; agentId?: string | null } = {}): void {
+    this.#append({
+      type: 'decision',
+      request_id: reply.requestId,
+      agent_id: what.agentId ?? null,
+      kind: 'request',
+      method: what.method ?? '',
+      scheme: what.scheme ?? 'http',
+      host: what.host ?? '',
+      port: what.port ?? 0,
+      path: '',
+      action_class: null,
+      risk: null,
+      decision: 'deny',
+      stage: reply.stage,
+      reason: reply.reason,
+      rule: null,
+      policy_ids: [],
+      policy_hash: null,
+      token_id: null,
+      would_deny: null,
+    });
+  }
+
+  /** The outcome event, when the response has finished streaming or the dispatch failed. */
+  outcome(d: Decision, o: DispatchOutcome, durationMs: number): void {
+    this.#append({
+      type: 'outcome',
+      request_id: d.envelope.requestId,
+      agent_id: d.envelope.agentId,
+      status: o.status,
+      error: o.error,
+      error_code: o.errorCode,
+      response_hash: o.responseHash,
+      bytes_in: o.bytesIn,
+      bytes_out: o.bytesOut,
+      duration_ms: Math.round(durationMs * 100) / 100,
+      credential_injected: o.credentialInjected,
+    });
+  }
+
+  lifecycle(event: AuditLifecycleEvent, detail: string | null = null): void {
+    this.#append({ type: 'lifecycle', request_id: null, agent_id: null, event, detail });
+  }
+
+  flush(): Promise<void> {
+    return this.#writer.flush();
+  }
+
+  close(): Promise<void> {
+    return this.#writer.close();
+  }
+}
