@@ -12,7 +12,7 @@ import {
   parseTomlWithSchema,
   resolveConfigPath,
 } from '../src/config/index.js';
-import type { FirmaConfig, JsonSchema } from '../src/config/index.js';
+import type { FirmaConfig } from '../src/config/index.js';
 import { fail, s } from '../src/config/schema-dsl.js';
 import type { Infer, JsonValue } from '../src/config/schema-dsl.js';
 import { scanTomlPositions } from '../src/config/toml-positions.js';

@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
-import { startTestSidecar, type TestSidecar } from './helpers/sidecar.js';
+import { startTestSidecar } from './helpers/sidecar.js';
 import { curl } from './helpers/clients.js';
 
 let up: Upstream;

@@ -123,12 +123,12 @@ export class Pipeline {
       if (check instanceof Promise) {
         return check.then(
           (c) => this.#afterStage1(envelope, identity, c, token),
-          (err: unknown) => this.#internal(envelope, identity, 'capability', err),
+          (err: unknown) => this.#internal(envelope, 'capability', err),
         );
       }
       return this.#afterStage1(envelope, identity, check, token);
     } catch (err) {
-      return this.#internal(envelope, identity, 'policy', err);
+      return this.#internal(envelope, 'policy', err);
     }
   }
 
@@ -145,7 +145,7 @@ export class Pipeline {
       }
       return this.#stage2(envelope, identity, c.tokenId);
     } catch (err) {
-      return this.#internal(envelope, identity, 'capability', err);
+      return this.#internal(envelope, 'capability', err);
     }
   }
 
@@ -199,7 +199,7 @@ export class Pipeline {
     );
   }
 
-  #internal(envelope: Envelope, identity: Identity, stage: Stage, err: unknown): Decision {
+  #internal(envelope: Envelope, stage: Stage, err: unknown): Decision {
     this.#o.onError(err, envelope.requestId);
     // Fail closed even in monitor mode: an evaluation that broke says nothing about the request.
     return this.#deny(envelope, stage, 'internal_error', 'the sidecar could not evaluate this request, so it was denied', 403, EMPTY_FACTS);

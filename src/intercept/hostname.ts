@@ -36,7 +36,6 @@ const CH_F = 70;
 const CH_x = 120;
 const CH_X = 88;
 const OPEN_BRACKET = 91;
-const CLOSE_BRACKET = 93;
 
 const MAX_DNS_LENGTH = 253;
 const MAX_LABEL_LENGTH = 63;
