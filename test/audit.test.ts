@@ -1,5 +1,5 @@
 import t from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync, symlinkSync, unlinkSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -221,3 +221,18 @@ t.test('response_hash of a 50 MiB download equals sha256 of what the client rece
 function startDir(): string {
   return join('/tmp', `firma-audit-${randomBytes(4).toString('hex')}`);
 }
+
+t.test('stdout sink and `firma audit tail -f`: events show up as requests happen', async (t) => {
+  const sc = await startTestSidecar('\n[audit]\nstdout = true\n', { rules: RULES });
+  t.teardown(() => sc.stop());
+  const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
+  t.teardown(() => tail.kill('SIGKILL'));
+  let out = '';
+  tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  await new Promise((r) => setTimeout(r, 600)); // the follower starts at the current end of the file
+  const r = await curl(['--proxy', sc.proxyUrl, `${up.origin}/admin/tail-me`]);
+  t.equal(r.status, 403);
+  for (let i = 0; i < 30 && !out.includes('/admin/tail-me'); i++) await new Promise((res) => setTimeout(res, 100));
+  t.match(out, /deny .*\/admin\/tail-me/, 'the new deny appears in the followed view');
+  t.ok(sc.logs.some((l) => l.includes('"msg":"audit"') && l.includes('/admin/tail-me')), 'and as a JSON line on the logger (stdout sink)');
+});

@@ -9,6 +9,7 @@ import { Agent, type Dispatcher } from 'undici';
 import type { Allowed } from '../enforce/decision.js';
 import { isIssuedAllowed } from '../enforce/pipeline.js';
 import { FirmaError, errorCode } from '../errors.js';
+import { hasRequestBody } from '../normalize/body.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from '../intercept/headers.js';
 import { sendReply, sendReplyRaw, type SidecarReply } from '../intercept/respond.js';
 import { formatAuthority } from '../intercept/hostname.js';
@@ -87,12 +88,6 @@ function pathOf(allowed: Allowed): string {
   return e.query === null ? path : `${path}?${e.query}`;
 }
 
-function hasRequestBody(req: IncomingMessage): boolean {
-  const te = req.headers['transfer-encoding'];
-  if (te !== undefined) return true;
-  const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
-}
 
 /**
  * The egress half: takes an `Allowed` from the pipeline and nothing else, applies the host's limits,

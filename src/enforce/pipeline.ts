@@ -68,25 +68,11 @@ export class Pipeline {
 
   /** RawRequest → Envelope: path normalised, action class and risk from the mapping rules. */
   classify(raw: RawRequest): Envelope {
-    const { path, query } = splitTarget(raw.pathAndQuery);
-    const normalizedPath = path === null ? '/' : normalizePath(path);
+    const envelope = baseEnvelope(raw, true);
     const method = raw.kind === 'tunnel' ? 'CONNECT' : raw.method;
-    const c = this.#o.mapping.classify(method, raw.target.host, normalizedPath);
-    return {
-      requestId: raw.requestId,
-      kind: raw.kind,
-      agentId: raw.identity.agentId,
-      method: raw.method,
-      target: raw.target,
-      path,
-      query,
-      normalizedPath,
-      actionClass: c?.actionClass ?? null,
-      risk: c?.risk ?? null,
-      ruleId: c?.ruleId ?? null,
-      bodyFields: c?.bodyFields ?? NO_FIELDS,
-      body: null,
-    };
+    const c = this.#o.mapping.classify(method, raw.target.host, envelope.normalizedPath);
+    if (c === null) return envelope;
+    return { ...envelope, actionClass: c.actionClass, risk: c.risk, ruleId: c.ruleId, bodyFields: c.bodyFields };
   }
 
   /** The envelope with the body fields a rule asked for. */
@@ -208,8 +194,11 @@ export class Pipeline {
 
 const EMPTY_FACTS: DecisionFacts = { tokenId: null, policyIds: [], policyHash: null };
 
-/** An envelope for a request that could not be classified at all (the classifier itself failed). */
-export function fallbackEnvelope(raw: RawRequest): Envelope {
+/**
+ * The envelope of a request before classification. `normalize` is false only when normalising itself
+ * failed (then rules would not have matched anyway, and the raw path is recorded).
+ */
+function baseEnvelope(raw: RawRequest, normalize: boolean): Envelope {
   const { path, query } = splitTarget(raw.pathAndQuery);
   return {
     requestId: raw.requestId,
@@ -219,7 +208,7 @@ export function fallbackEnvelope(raw: RawRequest): Envelope {
     target: raw.target,
     path,
     query,
-    normalizedPath: path ?? '/',
+    normalizedPath: path === null ? '/' : normalize ? normalizePath(path) : path,
     actionClass: null,
     risk: null,
     ruleId: null,
@@ -232,7 +221,7 @@ export function fallbackEnvelope(raw: RawRequest): Envelope {
 export function classificationFailed(raw: RawRequest): Denied {
   return {
     verdict: 'deny',
-    envelope: fallbackEnvelope(raw),
+    envelope: baseEnvelope(raw, false),
     stage: 'mapping',
     reason: 'internal_error',
     message: 'the sidecar could not classify this request, so it was denied',

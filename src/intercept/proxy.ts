@@ -8,7 +8,7 @@ import type { Identity, RawRequest, Target, EnvelopeKind, Envelope } from '../no
 import type { Decision, Denied } from '../enforce/decision.js';
 import type { Connector, DispatchOutcome, BufferedBody } from '../connector/connector.js';
 import { classificationFailed, type Pipeline } from '../enforce/pipeline.js';
-import { readBoundedBody, extractBodyFields } from '../normalize/body.js';
+import { readBoundedBody, extractBodyFields, hasRequestBody } from '../normalize/body.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Allowed } from '../enforce/decision.js';
 import { identityFromProxyAuthorization } from './proxy-auth.js';
@@ -282,7 +282,7 @@ export class Interceptor {
       return { decision: classificationFailed(raw), body: null };
     }
     let body: BufferedBody | null = null;
-    if (req !== null && envelope.bodyFields.length > 0 && hasBody(req)) {
+    if (req !== null && envelope.bodyFields.length > 0 && hasRequestBody(req)) {
       const read = await readBoundedBody(req, this.#opts.bodyLimitBytes);
       body = { prefix: read.prefix, complete: read.ok };
       if (!read.ok) {
@@ -381,27 +381,13 @@ export class Interceptor {
     const method = req.method ?? 'GET';
     if (this.#draining) res.shouldKeepAlive = false;
     this.#begin();
-    void this.#evaluate('request', requestId, identity, method, target, pathAndQuery, req).then(({ decision, body }) => {
-      if (decision.verdict === 'deny') {
-        this.#end();
+    void this.#evaluate('request', requestId, identity, method, target, pathAndQuery, req).then(({ decision, body }) =>
+      this.#settle(decision, started, {
         // A body we stopped reading part-way cannot be skipped reliably: close after the answer.
-        this.#denyHttp(res, decision, started, body !== null && !body.complete);
-        return;
-      }
-      if (!this.#recordAllowed(decision)) {
-        this.#end();
-        this.#replyHttp(res, auditUnavailable(requestId), decision);
-        return;
-      }
-      this.#opts.connector.forward(decision, req, res, body).then(
-        (outcome) => {
-          this.#end();
-          this.#opts.audit.outcome(decision, outcome, performance.now() - started);
-          this.#logLine(decision, null, outcome, started);
-        },
-        (err: unknown) => {
-          this.#end();
-          this.#log.error({ err, request_id: requestId }, 'connector failed');
+        deny: (d) => this.#denyHttp(res, d, started, body !== null && !body.complete),
+        refuse: (reply) => this.#replyHttp(res, reply, decision),
+        dispatch: (allowed) => this.#opts.connector.forward(allowed, req, res, body),
+        failed: () =>
           this.#replyHttp(res, {
             status: 502,
             decision: 'allow',
@@ -409,10 +395,48 @@ export class Interceptor {
             reason: 'network',
             message: 'the request could not be dispatched',
             requestId,
-          });
-        },
-      );
-    });
+          }, decision),
+      }),
+    );
+  }
+
+  /**
+   * Everything after the decision, for plain requests and upgrades alike: a deny is answered; an allow
+   * is recorded in the audit log first (not dispatched if it cannot be: fail closed), then dispatched,
+   * and its outcome recorded and logged. Balances the #begin() of the caller.
+   */
+  #settle(
+    decision: Decision,
+    started: number,
+    io: {
+      deny: (d: Denied) => void;
+      refuse: (reply: SidecarReply) => void;
+      dispatch: (allowed: Allowed) => Promise<DispatchOutcome>;
+      failed: () => void;
+    },
+  ): void {
+    if (decision.verdict === 'deny') {
+      this.#end();
+      io.deny(decision);
+      return;
+    }
+    if (!this.#opts.audit.decision(decision)) {
+      this.#end();
+      io.refuse(auditUnavailable(decision.envelope.requestId));
+      return;
+    }
+    io.dispatch(decision).then(
+      (outcome) => {
+        this.#end();
+        this.#opts.audit.outcome(decision, outcome, performance.now() - started);
+        this.#logLine(decision, null, outcome, started);
+      },
+      (err: unknown) => {
+        this.#end();
+        this.#log.error({ err, request_id: decision.envelope.requestId }, 'dispatch failed');
+        io.failed();
+      },
+    );
   }
 
   #denyHttp(res: ServerResponse, d: Denied, started: number, close = false): void {
@@ -420,11 +444,6 @@ export class Interceptor {
     this.#opts.audit.decision(d);
     sendReply(res, reply, close);
     this.#logLine(d, reply, null, started);
-  }
-
-  /** Record an allow before dispatch; false (audit log unavailable) means: do not dispatch. */
-  #recordAllowed(decision: Allowed): boolean {
-    return this.#opts.audit.decision(decision);
   }
 
   /** A sidecar answer on a request that was not (or could not be) decided on by the pipeline. */
@@ -553,7 +572,7 @@ export class Interceptor {
       this.#reply(socket, denyReply(decision), decision);
       return;
     }
-    if (!this.#recordAllowed(decision)) {
+    if (!this.#opts.audit.decision(decision)) {
       this.#reply(socket, auditUnavailable(requestId), decision);
       return;
     }
@@ -652,30 +671,14 @@ export class Interceptor {
     const started = performance.now();
     const method = req.method ?? 'GET';
     this.#begin();
-    void this.#evaluate('websocket', requestId, identity, method, target, pathAndQuery, null).then(({ decision }) => {
-      if (decision.verdict === 'deny') {
-        this.#end();
-        this.#reply(socket, denyReply(decision), decision);
-        return;
-      }
-      if (!this.#recordAllowed(decision)) {
-        this.#end();
-        this.#reply(socket, auditUnavailable(requestId), decision);
-        return;
-      }
-      this.#opts.connector.upgrade(decision, req, socket, head).then(
-        (outcome) => {
-          this.#end();
-          this.#opts.audit.outcome(decision, outcome, performance.now() - started);
-          this.#logLine(decision, null, outcome, started);
-        },
-        (err: unknown) => {
-          this.#end();
-          this.#log.error({ err, request_id: requestId }, 'upgrade failed');
-          socket.destroy();
-        },
-      );
-    });
+    void this.#evaluate('websocket', requestId, identity, method, target, pathAndQuery, null).then(({ decision }) =>
+      this.#settle(decision, started, {
+        deny: (d) => this.#reply(socket, denyReply(d), d),
+        refuse: (reply) => this.#reply(socket, reply, decision),
+        dispatch: (allowed) => this.#opts.connector.upgrade(allowed, req, socket, head),
+        failed: () => socket.destroy(),
+      }),
+    );
   }
 
   // ---------------------------------------------------------------- malformed input
@@ -786,10 +789,4 @@ function denyReply(d: Denied): SidecarReply {
     policyIds: d.policyIds,
     ...(d.status === 407 ? { headers: { 'proxy-authenticate': 'Basic realm="firma"' } } : {}),
   };
-}
-
-function hasBody(req: IncomingMessage): boolean {
-  if (req.headers['transfer-encoding'] !== undefined) return true;
-  const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
 }

@@ -4,6 +4,13 @@ import type { BodyValue } from './envelope.js';
 /** What was read; `prefix` is the whole body when ok, else the part read before stopping. */
 const EMPTY = Buffer.alloc(0);
 
+/** Whether the request carries a body at all (chunked, or a non-zero Content-Length). */
+export function hasRequestBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}
+
 export type BodyRead =
   | { readonly ok: true; readonly prefix: Buffer }
   | { readonly ok: false; readonly reason: 'body_too_large' | 'body_incomplete'; readonly prefix: Buffer };
