@@ -229,10 +229,12 @@ t.test('stdout sink and `firma audit tail -f`: events show up as requests happen
   t.teardown(() => tail.kill('SIGKILL'));
   let out = '';
   tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  await new Promise((r) => setTimeout(r, 600)); // the follower starts at the current end of the file
+  // The follower has read the existing file once it printed the start event; the deny comes after.
+  for (let i = 0; i < 200 && !out.includes('lifecycle  start'); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out, /lifecycle {2}start/, 'the existing events are printed first');
   const r = await curl(['--proxy', sc.proxyUrl, `${up.origin}/admin/tail-me`]);
   t.equal(r.status, 403);
-  for (let i = 0; i < 30 && !out.includes('/admin/tail-me'); i++) await new Promise((res) => setTimeout(res, 100));
+  for (let i = 0; i < 200 && !out.includes('/admin/tail-me'); i++) await new Promise((res) => setTimeout(res, 50));
   t.match(out, /deny .*\/admin\/tail-me/, 'the new deny appears in the followed view');
   t.ok(sc.logs.some((l) => l.includes('"msg":"audit"') && l.includes('/admin/tail-me')), 'and as a JSON line on the logger (stdout sink)');
 });

@@ -31,17 +31,22 @@ export function listRotated(base: string): Array<{ n: number; path: string }> {
   return out.sort((a, b) => a.n - b.n);
 }
 
+/** The live file an audit path names: the path itself, or `audit.jsonl` inside it when it is a directory. */
+export function liveAuditFile(path: string): string {
+  try {
+    if (statSync(path).isDirectory()) return join(path, 'audit.jsonl');
+  } catch {
+    // A missing path names a file not written yet (its rotated siblings may still exist).
+  }
+  return path;
+}
+
 /**
  * The files of one log in chain order. `path` may be a directory (its `audit.jsonl` set) or a base
  * path; the live file is included when it exists.
  */
 export function auditFileSet(path: string): string[] {
-  let base = path;
-  try {
-    if (statSync(path).isDirectory()) base = join(path, 'audit.jsonl');
-  } catch {
-    // A missing base path may still have rotated siblings.
-  }
+  const base = liveAuditFile(path);
   const files = listRotated(base).map((r) => r.path);
   try {
     statSync(base);

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyAuditFiles } from '../audit/verify.js';
-import { auditFileSet } from '../audit/files.js';
+import { auditFileSet, liveAuditFile } from '../audit/files.js';
 import { formatEventLine, filterEvent } from '../audit/tail.js';
 import { AUDIT_PUBLIC_KEY_FILE } from '../audit/keys.js';
 import type { AuditEvent } from '../audit/events.js';
@@ -218,29 +218,37 @@ async function auditCommand(sub: string | undefined, rest: readonly string[], va
         process.stdout.write(`(unparsable line) ${line.slice(0, 120)}\n`);
       }
     };
+    // The live file is read once and followed from exactly the bytes read: an event appended between
+    // the read and the follow's first look is printed once, neither lost nor doubled.
+    const live = liveAuditFile(config.audit.path);
+    let liveBytes: Buffer = Buffer.alloc(0);
     for (const f of files) {
-      let text = '';
+      let bytes: Buffer;
       try {
-        text = readFileSync(f, 'utf8');
+        bytes = readFileSync(f);
       } catch {
         continue;
       }
-      for (const line of text.split('\n')) print(line);
+      if (f === live) liveBytes = bytes;
+      const lines = bytes.toString('utf8').split('\n');
+      const last = lines.pop() ?? '';
+      for (const line of lines) print(line);
+      if (f !== live) print(last);
     }
-    if (values.follow === true) await followFile(config.audit.path, print);
+    if (values.follow === true) {
+      const end = liveBytes.lastIndexOf(0x0a) + 1; // an unfinished last line is re-read once complete
+      await followFile(live, end, print);
+    } else if (liveBytes.length > 0) {
+      print(liveBytes.subarray(liveBytes.lastIndexOf(0x0a) + 1).toString('utf8'));
+    }
     return;
   }
   fail(`firma audit: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
 }
 
-/** `tail -f` for the live audit file: print lines appended after its current end (and after rotation). */
-async function followFile(path: string, print: (line: string) => void): Promise<never> {
-  let offset = 0;
-  try {
-    offset = statSync(path).size;
-  } catch {
-    offset = 0;
-  }
+/** `tail -f` for the live audit file: print lines appended after byte `from` (and after rotation). */
+async function followFile(path: string, from: number, print: (line: string) => void): Promise<never> {
+  let offset = from;
   let partial = '';
   for (;;) {
     await new Promise((r) => setTimeout(r, 250));
