@@ -9,6 +9,8 @@ import {
   checkEnvName,
   checkHeaderName,
   checkHttpUrl,
+  checkOptionalHttpUrl,
+  parseOptionalListenAddress,
   checkRedisUrl,
   parseAllowPrivate,
   parseUpstreamHost,
@@ -41,6 +43,12 @@ export const firmaConfigSchema = s
           .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
           .default('info')
           .describe('Minimum level of the JSON log lines written to stdout (pretty when stdout is a terminal).'),
+        reload: s
+          .table({
+            watch: s.boolean().default(true).describe('Re-read firma.toml, mapping rules and policies when one of them changes on disk (SIGHUP always does).'),
+            debounce_ms: s.integer({ min: 10, max: 60_000 }).default(300).describe('Wait this long after the last file change before reloading.'),
+          })
+          .describe('Hot reload of config, mapping rules and policies.'),
         drain_timeout_ms: s
           .integer({ min: 0, max: 600_000 })
           .default(10_000)
@@ -51,6 +59,11 @@ export const firmaConfigSchema = s
             listen: listenAddress()
               .default('127.0.0.1:8080')
               .describe('Proxy listener as host:port (IPv4, [IPv6] or localhost; port 0 = ephemeral).'),
+            transparent_listen: s
+              .string()
+              .transform(parseOptionalListenAddress, { pattern: `^$|${LISTEN_JSON_PATTERN}` })
+              .default('')
+              .describe('Transparent listener for connections redirected by iptables REDIRECT, e.g. "0.0.0.0:15001"; "" = off. TLS is told from the first bytes (target = SNI), plain HTTP uses Host.'),
             mitm: s
               .table({
                 ca_dir: s
@@ -72,6 +85,28 @@ export const firmaConfigSchema = s
             listen: listenAddress()
               .default('127.0.0.1:9090')
               .describe('Admin API listener (health, readiness, metrics, approvals) as host:port.'),
+            token_env: s
+              .string()
+              .refine(checkEnvName)
+              .default('FIRMA_ADMIN_TOKEN')
+              .describe('Environment variable holding the bearer token for mutating admin calls (approve, deny, grants). Unset or empty: every mutation is refused (401).'),
+            token_identity: s
+              .string()
+              .refine(checkAgentId, { pattern: AGENT_ID_PATTERN, minLength: 1, maxLength: 128 })
+              .default('admin')
+              .describe('Approver name recorded in the audit for calls made with the token_env token.'),
+            approvers: s
+              .array(
+                s.table({
+                  name: s
+                    .string()
+                    .refine(checkAgentId, { pattern: AGENT_ID_PATTERN, minLength: 1, maxLength: 128 })
+                    .describe('Approver name recorded in the audit for calls made with this token.'),
+                  token_env: s.string().refine(checkEnvName).describe('Environment variable holding this approver\'s bearer token.'),
+                }),
+              )
+              .default([])
+              .describe('More named approvers, each with a token of their own (in addition to token_env).'),
           })
           .describe('The admin API.'),
 
@@ -249,6 +284,28 @@ export const firmaConfigSchema = s
         stdout: s.boolean().default(false).describe('Also write every event as a JSON line to stdout (through the logger), e.g. for a log collector.'),
       })
       .describe('The signed, hash-chained audit log (SPEC §5).'),
+
+    approvals: s
+      .table({
+        timeout_ms: s
+          .integer({ min: 1_000, max: 86_400_000 })
+          .default(300_000)
+          .describe('How long a request that needs approval is held before it is refused (403 approval_timeout).'),
+        max_pending: s.integer({ min: 1, max: 100_000 }).default(1_000).describe('Pending approvals held at once; past it new ones are refused (403 approval_capacity).'),
+        max_grant_minutes: s.integer({ min: 1, max: 10_080 }).default(1_440).describe('Longest standing grant an approver may give.'),
+        webhook_url: s
+          .string()
+          .refine(checkOptionalHttpUrl)
+          .default('')
+          .describe('Slack-compatible webhook (JSON with a "text" field) sent once per new approval; "" = none. Failures are logged, never block.'),
+        webhook_timeout_ms: s.integer({ min: 100, max: 60_000 }).default(5_000).describe('Bound on each webhook call.'),
+        page_url: s
+          .string()
+          .refine(checkOptionalHttpUrl)
+          .default('')
+          .describe('Address of the approvals page as approvers reach it, linked from the webhook; "" = http://<admin listen>/approvals/ui.'),
+      })
+      .describe('Human approval of requests that a policy marks @approval.'),
 
     redis: s
       .table({

@@ -43,6 +43,16 @@ export function parseListenAddress(text: string): ListenAddress | Failure {
   return { host, port: Number(portPart) };
 }
 
+/** "" (listener disabled) or a listen address. */
+export function parseOptionalListenAddress(text: string): ListenAddress | null | Failure {
+  return text === '' ? null : parseListenAddress(text);
+}
+
+/** "" (unset) or an http(s) URL without credentials. */
+export function checkOptionalHttpUrl(text: string): string | undefined {
+  return text === '' ? undefined : checkHttpUrl(text);
+}
+
 const LABEL = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
 
 /**
