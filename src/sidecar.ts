@@ -14,6 +14,10 @@ import { HostPolicies } from './connector/host-policy.js';
 import { createRateLimiter } from './connector/rate-limit.js';
 import { createCredentialInjector } from './connector/credentials.js';
 import { EgressGuard, type LookupFunction } from './connector/ssrf.js';
+import { ApprovalQueue, type ApprovalView } from './enforce/approval.js';
+import { AdminTokens } from './admin/auth.js';
+import { ApprovalsApi } from './admin/approvals-api.js';
+import { webhookNotifier } from './admin/webhook.js';
 
 export interface SidecarStartOptions {
   readonly config: FirmaConfig;
@@ -22,6 +26,12 @@ export interface SidecarStartOptions {
   readonly upstreamCaPems?: readonly string[];
   /** Name resolution for upstream dials (default: the system resolver, `dns.lookup`). */
   readonly lookup?: LookupFunction;
+}
+
+/** The admin listener as a URL (a wildcard address is reached on loopback). */
+function adminUrl(a: AddressInfo): string {
+  const host = a.address === '0.0.0.0' ? '127.0.0.1' : a.address === '::' ? '[::1]' : a.family === 'IPv6' ? `[${a.address}]` : a.address;
+  return `http://${host}:${a.port}`;
 }
 
 export type SidecarState = 'ready' | 'draining' | 'stopped';
@@ -43,6 +53,8 @@ export class Sidecar {
   readonly #policyHash: string;
   /** The audit recorder (decision, outcome, lifecycle events). */
   readonly audit: AuditRecorder;
+  /** Requests held for a person's approval, and standing grants. */
+  readonly approvals: ApprovalQueue;
   #state: SidecarState = 'ready';
 
   private constructor(parts: {
@@ -53,6 +65,7 @@ export class Sidecar {
     connector: Connector;
     admin: AdminServer;
     audit: AuditRecorder;
+    approvals: ApprovalQueue;
     proxyAddress: AddressInfo;
     adminAddress: AddressInfo;
     release: () => Promise<void>;
@@ -65,6 +78,7 @@ export class Sidecar {
     this.#connector = parts.connector;
     this.#admin = parts.admin;
     this.audit = parts.audit;
+    this.approvals = parts.approvals;
     this.proxyAddress = parts.proxyAddress;
     this.adminAddress = parts.adminAddress;
     this.#release = parts.release;
@@ -75,7 +89,22 @@ export class Sidecar {
     const { config, log } = opts;
     const { ca, created } = initCa(config.sidecar.interceptor.mitm.ca_dir);
     if (created) log.info({ ca_cert: ca.certPath }, 'created a new local CA; give agents its certificate (firma ca export --env)');
-    const decisions = createPipeline(config, log);
+    // Filled in once the admin listener is bound (the webhook links to the page on it).
+    let notify: ((view: ApprovalView) => void) | undefined;
+    // The audit log is opened after the rules load (a config error must not create log files); the
+    // queue only writes to it once requests flow.
+    let recorder: AuditRecorder | null = null;
+    const approvals = new ApprovalQueue({
+      timeoutMs: config.approvals.timeout_ms,
+      maxPending: config.approvals.max_pending,
+      maxGrantMinutes: config.approvals.max_grant_minutes,
+      audit: {
+        held: (h, id) => recorder?.held(h, id) ?? false,
+        approval: (step) => recorder?.approval(step) ?? false,
+      },
+      notify: (view) => notify?.(view),
+    });
+    const decisions = createPipeline(config, log, { approvals });
     const a = config.audit;
     const writer = AuditWriter.open({
       path: a.path,
@@ -89,6 +118,7 @@ export class Sidecar {
       },
     });
     const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null });
+    recorder = audit;
     const leafCerts = new LeafCertificates(ca);
     const hosts = new HostPolicies(config.sidecar.connector);
     const buckets = hosts.buckets();
@@ -121,11 +151,18 @@ export class Sidecar {
       log,
     });
     let sidecar: Sidecar | null = null;
+    const adminCfg = config.sidecar.admin;
+    const tokens = new AdminTokens([
+      { name: adminCfg.token_identity, env: adminCfg.token_env },
+      ...adminCfg.approvers.map((ap) => ({ name: ap.name, env: ap.token_env })),
+    ]);
+    if (!tokens.configured) log.warn({ token_env: adminCfg.token_env }, 'no admin token set: approvals can be seen but not decided (set the token variable)');
     const admin = new AdminServer({
-      host: config.sidecar.admin.listen.host,
-      port: config.sidecar.admin.listen.port,
+      host: adminCfg.listen.host,
+      port: adminCfg.listen.port,
       log,
       readiness: () => sidecar?.readiness() ?? { startup: { ok: false, detail: 'starting' } },
+      approvals: new ApprovalsApi({ queue: approvals, tokens, log }),
     });
     const proxyAddress = await interceptor.listen();
     let adminAddress: AddressInfo;
@@ -139,6 +176,10 @@ export class Sidecar {
       { address: proxyAddress.address, port: proxyAddress.port },
       { address: adminAddress.address, port: adminAddress.port },
     );
+    const pageUrl = config.approvals.page_url !== '' ? config.approvals.page_url : `${adminUrl(adminAddress)}/approvals/ui`;
+    if (config.approvals.webhook_url !== '') {
+      notify = webhookNotifier({ url: config.approvals.webhook_url, timeoutMs: config.approvals.webhook_timeout_ms, pageUrl, log });
+    }
     audit.lifecycle('start', `policy_hash=${decisions.rules.policy.policyHash} mode=${config.sidecar.mode}`);
     sidecar = new Sidecar({
       config,
@@ -148,6 +189,7 @@ export class Sidecar {
       connector,
       admin,
       audit,
+      approvals,
       proxyAddress,
       adminAddress,
       policyHash: decisions.rules.policy.policyHash,
@@ -168,6 +210,7 @@ export class Sidecar {
         policies: decisions.rules.policy.policyIds.length,
         policy_hash: decisions.rules.policy.policyHash,
         capabilities: config.sidecar.capabilities.required ? 'required' : 'off',
+        approvals_page: pageUrl,
       },
       'firma sidecar ready',
     );
@@ -192,6 +235,9 @@ export class Sidecar {
   async stop(): Promise<{ cut: number }> {
     if (this.#state !== 'ready') return { cut: 0 };
     this.#state = 'draining';
+    // Held requests cannot outlive the process: deny them now (audited) so they end before the drain.
+    const denied = this.approvals.shutdown();
+    if (denied > 0) this.#log.info({ approvals: denied }, 'pending approvals denied at shutdown');
     const grace = this.config.sidecar.drain_timeout_ms;
     this.#log.info({ in_flight: this.#interceptor.inFlight, grace_ms: grace }, 'draining');
     const { cut } = await this.#interceptor.drain(grace);

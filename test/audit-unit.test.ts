@@ -18,13 +18,13 @@ function decision(i: number): AuditEventBody {
     type: 'decision', kind: 'request', request_id: `req-${i}`, agent_id: `agent-${i % 3}`,
     method: 'POST', scheme: 'https', host: 'api.stripe.com', port: 443, path: redactQuery('/v1/refunds', `amount=${i}&key=sk_live_x`),
     action_class: 'payments.refund', risk: 'high', decision: i % 5 === 0 ? 'deny' : 'allow', stage: 'policy', reason: 'limit',
-    rule: 'limit.refunds', policy_ids: ['p1', 'p2'], policy_hash: 'abc', token_id: 'jti-1', would_deny: null,
+    rule: 'limit.refunds', policy_ids: ['p1', 'p2'], policy_hash: 'abc', token_id: 'jti-1', would_deny: null, approval_id: null,
   };
 }
 function outcome(i: number): AuditEventBody {
   return {
     type: 'outcome', request_id: `req-${i}`, agent_id: 'agent-1', status: 200, error: null, error_code: null,
-    response_hash: `sha256:${'ab'.repeat(32)}`, bytes_in: 10, bytes_out: 2000, duration_ms: 12.5, credential_injected: true,
+    response_hash: `sha256:${'ab'.repeat(32)}`, bytes_in: 10, bytes_out: 2000, duration_ms: 12.5, credential_injected: true, approval_id: null,
   };
 }
 

@@ -1,6 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
+import type { ApprovalsApi } from './approvals-api.js';
 
 /** Each readiness check names one thing the sidecar needs before it may take traffic. */
 export type ReadinessReport = Readonly<Record<string, { readonly ok: boolean; readonly detail?: string }>>;
@@ -10,6 +11,8 @@ export interface AdminOptions {
   readonly port: number;
   readonly log: Logger;
   readonly readiness: () => ReadinessReport;
+  /** The approvals API and page (`/approvals…`, `/grants…`). */
+  readonly approvals?: ApprovalsApi;
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -23,7 +26,7 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 }
 
 /**
- * The admin listener (SPEC §3): liveness, readiness, and later metrics and approvals. It is a separate
+ * The admin listener (SPEC §3): liveness, readiness, the approvals API and page (and metrics). It is a separate
  * listener so the proxy port never serves anything but proxied traffic.
  */
 export class AdminServer {
@@ -48,6 +51,7 @@ export class AdminServer {
   }
 
   close(): Promise<void> {
+    this.#opts.approvals?.close();
     return new Promise((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
@@ -55,7 +59,12 @@ export class AdminServer {
   }
 
   #route(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?', 1)[0];
+    const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
+    const approvals = this.#opts.approvals;
+    if (approvals !== undefined && approvals.handles(path)) {
+      approvals.handle(req, res, path);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       json(res, 405, { error: 'method_not_allowed' });
       return;

@@ -8,7 +8,12 @@ export const AUDIT_EVENT_VERSION = 1;
 export type AuditEventType = 'decision' | 'outcome' | 'approval' | 'lifecycle';
 export type AuditDecision = 'allow' | 'deny' | 'passthrough' | 'require_approval';
 export type AuditOutcomeError = 'timeout' | 'network' | 'invalid_request' | 'rate_limited' | 'credential';
-export type AuditApprovalAction = 'requested' | 'approved' | 'denied' | 'expired' | 'cancelled';
+/**
+ * `requested` → one of `approved` | `denied` | `expired` (timed out) | `cancelled` (every waiting agent
+ * disconnected). A standing grant is given by an `approved` event carrying `grant`; it ends with
+ * `revoked` (by a person) or `expired`, both carrying the same `grant`.
+ */
+export type AuditApprovalAction = 'requested' | 'approved' | 'denied' | 'expired' | 'cancelled' | 'revoked';
 export type AuditLifecycleEvent = 'start' | 'stop' | 'reload' | 'audit_recovered' | 'audit_failed';
 
 /** Fields the writer assigns (seq, ts, chain, signature): never supplied by callers. */
@@ -53,6 +58,8 @@ export interface DecisionBody extends BodyCommon {
   readonly token_id: string | null;
   /** Monitor mode: the reason enforce mode would have denied, else null. */
   readonly would_deny: string | null;
+  /** The approval this request waited for, or the one whose standing grant let it through. */
+  readonly approval_id: string | null;
 }
 
 export interface OutcomeBody extends BodyCommon {
@@ -67,14 +74,30 @@ export interface OutcomeBody extends BodyCommon {
   readonly duration_ms: number;
   /** Whether a credential was injected; never its value. */
   readonly credential_injected: boolean;
+  /** As in the request's decision event. */
+  readonly approval_id: string | null;
 }
 
 export interface ApprovalBody extends BodyCommon {
   readonly type: 'approval';
   readonly approval_id: string;
   readonly action: AuditApprovalAction;
+  /** The approver's configured name (never their token); null when no person acted (timeout, disconnect). */
   readonly approver: string | null;
   readonly reason: string | null;
+  /** A standing grant given, revoked or expired; null otherwise. */
+  readonly grant: AuditGrant | null;
+}
+
+/** What a standing grant lets through without asking: this agent, this action class (on this host). */
+export interface AuditGrant {
+  readonly id: string;
+  readonly agent_id: string;
+  readonly action_class: string;
+  /** null: any host. */
+  readonly host: string | null;
+  /** RFC 3339 UTC. */
+  readonly expires_at: string;
 }
 
 export interface LifecycleBody extends BodyCommon {
@@ -94,9 +117,9 @@ export type AuditEvent = DecisionEvent | OutcomeEvent | ApprovalEvent | Lifecycl
 
 /** Fields each type must carry, for the verifier (a line missing one is reported, not guessed at). */
 export const REQUIRED_FIELDS: { readonly [K in AuditEventType]: readonly string[] } = {
-  decision: ['kind', 'method', 'scheme', 'host', 'port', 'path', 'action_class', 'risk', 'decision', 'stage', 'reason', 'rule', 'policy_ids', 'policy_hash', 'token_id', 'would_deny'],
-  outcome: ['status', 'error', 'error_code', 'response_hash', 'bytes_in', 'bytes_out', 'duration_ms', 'credential_injected'],
-  approval: ['approval_id', 'action', 'approver', 'reason'],
+  decision: ['kind', 'method', 'scheme', 'host', 'port', 'path', 'action_class', 'risk', 'decision', 'stage', 'reason', 'rule', 'policy_ids', 'policy_hash', 'token_id', 'would_deny', 'approval_id'],
+  outcome: ['status', 'error', 'error_code', 'response_hash', 'bytes_in', 'bytes_out', 'duration_ms', 'credential_injected', 'approval_id'],
+  approval: ['approval_id', 'action', 'approver', 'reason', 'grant'],
   lifecycle: ['event', 'detail'],
 };
 

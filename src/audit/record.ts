@@ -1,9 +1,9 @@
 import type { Logger } from '../log.js';
-import type { Decision } from '../enforce/decision.js';
+import type { Decision, Held } from '../enforce/decision.js';
 import type { DispatchOutcome } from '../connector/connector.js';
 import type { SidecarReply } from '../intercept/respond.js';
 import type { AuditWriter } from './writer.js';
-import type { AuditDecision, AuditEventBody, AuditLifecycleEvent, DecisionBody } from './events.js';
+import type { AuditApprovalAction, AuditDecision, AuditEventBody, AuditGrant, AuditLifecycleEvent, DecisionBody } from './events.js';
 import { redactQuery } from './events.js';
 
 const AUDIT_UNAVAILABLE: SidecarReply = {
@@ -57,11 +57,55 @@ export class AuditRecorder {
     return this.#append(this.#decisionBody(d, reply));
   }
 
-  #decisionBody(d: Decision, reply: SidecarReply | null): DecisionBody {
+  /**
+   * The `require_approval` decision event of a request that is now held, linked to its approval. False
+   * when the log cannot take it: the request must then not be held (fail closed).
+   */
+  held(h: Held, approvalId: string): boolean {
+    if (!this.#writer.available) return false;
+    return this.#append(this.#decisionBody(h, null, approvalId));
+  }
+
+  /** An approval's step (SPEC §5 `approval` event). False when the log cannot take it. */
+  approval(step: {
+    approvalId: string;
+    action: AuditApprovalAction;
+    approver: string | null;
+    reason: string | null;
+    requestId: string | null;
+    agentId: string | null;
+    grant?: AuditGrant | null;
+  }): boolean {
+    return this.#append({
+      type: 'approval',
+      request_id: step.requestId,
+      agent_id: step.agentId,
+      approval_id: step.approvalId,
+      action: step.action,
+      approver: step.approver,
+      reason: step.reason,
+      grant: step.grant ?? null,
+    });
+  }
+
+  #decisionBody(d: Decision | Held, reply: SidecarReply | null, heldFor: string | null = null): DecisionBody {
     const e = d.envelope;
     let verdict: AuditDecision;
-    if (d.verdict === 'allow') verdict = d.passthrough ? 'passthrough' : 'allow';
-    else verdict = d.stage === 'approval' && d.reason === 'approval_required' ? 'require_approval' : 'deny';
+    let stage: string;
+    let reason: string;
+    if (d.verdict === 'hold') {
+      verdict = 'require_approval';
+      stage = 'approval';
+      reason = 'approval_required';
+    } else if (d.verdict === 'allow') {
+      verdict = d.passthrough ? 'passthrough' : 'allow';
+      stage = d.approval !== null ? 'approval' : 'policy';
+      reason = d.approval !== null ? d.approval.via : d.passthrough ? 'unclassified_passthrough' : 'allowed';
+    } else {
+      verdict = d.stage === 'approval' && d.reason === 'approval_required' ? 'require_approval' : 'deny';
+      stage = d.stage;
+      reason = d.reason;
+    }
     const body: DecisionBody = {
       type: 'decision',
       request_id: e.requestId,
@@ -75,13 +119,14 @@ export class AuditRecorder {
       action_class: e.actionClass,
       risk: e.risk,
       decision: reply !== null && reply.decision === 'deny' ? 'deny' : verdict,
-      stage: reply?.stage ?? (d.verdict === 'deny' ? d.stage : 'policy'),
-      reason: reply?.reason ?? (d.verdict === 'deny' ? d.reason : d.passthrough ? 'unclassified_passthrough' : 'allowed'),
+      stage: reply?.stage ?? stage,
+      reason: reply?.reason ?? reason,
       rule: e.ruleId,
       policy_ids: d.policyIds,
       policy_hash: d.policyHash,
       token_id: d.tokenId,
       would_deny: d.verdict === 'allow' && d.wouldDeny !== null ? `${d.wouldDeny.stage}:${d.wouldDeny.reason}` : null,
+      approval_id: heldFor ?? d.approvalId,
     };
     return body;
   }
@@ -108,6 +153,7 @@ export class AuditRecorder {
       policy_hash: null,
       token_id: null,
       would_deny: null,
+      approval_id: null,
     });
   }
 
@@ -125,6 +171,7 @@ export class AuditRecorder {
       bytes_out: o.bytesOut,
       duration_ms: Math.round(durationMs * 100) / 100,
       credential_injected: o.credentialInjected,
+      approval_id: d.approvalId,
     });
   }
 

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyAuditFiles } from '../audit/verify.js';
+import { approvalsCommand } from './approvals.js';
 import { auditFileSet, liveAuditFile } from '../audit/files.js';
 import { formatEventLine, filterEvent } from '../audit/tail.js';
 import { AUDIT_PUBLIC_KEY_FILE } from '../audit/keys.js';
@@ -31,6 +32,13 @@ usage:
   firma audit key                    print the audit public key (to verify elsewhere)
   firma audit tail [-f] [--decision D] [--agent A] [--host H]
                                      a readable view of the audit log, one line per event
+  firma approvals list [--admin URL] requests held for approval, and standing grants
+  firma approvals approve ID [--grant-minutes N [--grant-host]] [--reason TEXT]
+                                     release a held request (and identical ones); optionally grant the
+                                     agent this action class (on this host) for N minutes
+  firma approvals deny ID [--reason TEXT]
+  firma approvals grants | revoke GRANT_ID
+                                     (mutations use the token in the variable named by [sidecar.admin] token_env)
   firma schema                       print the JSON Schema of firma.toml (for editors)
   firma version
 `;
@@ -300,6 +308,10 @@ async function main(argv: string[]): Promise<void> {
         follow: { type: 'boolean', short: 'f', default: false },
         decision: { type: 'string' },
         host: { type: 'string' },
+        admin: { type: 'string' },
+        reason: { type: 'string' },
+        'grant-minutes': { type: 'string' },
+        'grant-host': { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -322,6 +334,12 @@ async function main(argv: string[]): Promise<void> {
       return tokenCommand(sub, rest, values);
     case 'audit':
       return auditCommand(sub, rest, values);
+    case 'approvals': {
+      const r = await approvalsCommand(readConfig(values.config), sub, rest, values);
+      if (!r.ok) fail(r.message, r.code);
+      process.stdout.write(r.out);
+      return;
+    }
     case 'schema':
       process.stdout.write(JSON.stringify(firmaConfigJsonSchema(), null, 2) + '\n');
       return;

@@ -26,6 +26,15 @@ export interface DecisionFacts {
   readonly policyIds: readonly string[];
   /** SHA-256 of the policy set that decided. */
   readonly policyHash: string | null;
+  /** The human approval this decision rests on or waited for (an approval id), else null. */
+  readonly approvalId: string | null;
+}
+
+/** How an approval-gated request came to be allowed. */
+export interface ApprovalGrantFacts {
+  /** `approved`: a person approved this request (or the one it joined); `grant`: a standing grant. */
+  readonly via: 'approved' | 'grant';
+  readonly approver: string;
 }
 
 // A type-level brand no other module can name, so no other module can write an `Allowed` literal.
@@ -43,6 +52,8 @@ export interface Allowed extends DecisionFacts {
   readonly passthrough: boolean;
   /** Monitor mode: what enforce mode would have refused (the response carries x-firma-would-deny). */
   readonly wouldDeny: WouldDeny | null;
+  /** Set when a policy required approval and a person (or a standing grant) gave it. */
+  readonly approval: ApprovalGrantFacts | null;
   readonly [allowedBrand]: true;
 }
 
@@ -54,7 +65,19 @@ export interface Denied extends DecisionFacts {
   readonly reason: string;
   /** One sentence for the human reading the 403. */
   readonly message: string;
-  readonly status: 400 | 403 | 407;
+  readonly status: 400 | 403 | 407 | 503;
+}
+
+/**
+ * A policy permits the request only with a person's approval: the request is held open while the
+ * approval stage waits. Never dispatched as it is; `Pipeline.awaitApproval` turns it into a Decision.
+ */
+export interface Held extends DecisionFacts {
+  readonly verdict: 'hold';
+  readonly envelope: Envelope;
+  readonly identity: Identity;
+  /** Why approval is needed, for the person deciding. */
+  readonly message: string;
 }
 
 export type Decision = Allowed | Denied;

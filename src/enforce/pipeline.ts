@@ -2,7 +2,8 @@ import type { Envelope, Identity, RawRequest, BodyValue } from '../normalize/env
 import { splitTarget } from '../normalize/envelope.js';
 import { normalizePath } from '../normalize/path.js';
 import type { MappingTable } from '../normalize/mapping.js';
-import type { Allowed, Decision, Denied, DecisionFacts, Stage, WouldDeny } from './decision.js';
+import type { Allowed, ApprovalGrantFacts, Decision, Denied, DecisionFacts, Held, Stage, WouldDeny } from './decision.js';
+import type { ApprovalQueue } from './approval.js';
 import type { CapabilityVerifier, CapabilityCheck } from './capability.js';
 import type { PolicyEngine } from './policy.js';
 import type { ActionCounters } from './counters.js';
@@ -21,8 +22,9 @@ function allow(
   facts: DecisionFacts,
   passthrough: boolean,
   wouldDeny: WouldDeny | null,
+  approval: ApprovalGrantFacts | null = null,
 ): Allowed {
-  const value = { verdict: 'allow', envelope, identity, passthrough, wouldDeny, ...facts } as const;
+  const value = { verdict: 'allow', envelope, identity, passthrough, wouldDeny, approval, ...facts } as const;
   issued.add(value);
   return value as unknown as Allowed;
 }
@@ -37,6 +39,8 @@ export interface PipelineOptions {
   readonly selfToken: string | null;
   readonly policy: PolicyEngine;
   readonly counters: ActionCounters;
+  /** The approval stage; null: a request that needs approval is denied (`approval_required`). */
+  readonly approvals?: ApprovalQueue | null;
   readonly now?: () => number;
   /** Where an unexpected exception inside a stage is reported (the agent only sees `internal_error`). */
   readonly onError: (err: unknown, requestId: string) => void;
@@ -85,8 +89,11 @@ export class Pipeline {
     return this.#finish(envelope, identity, this.#deny(envelope, stage, reason, message, 403, EMPTY_FACTS));
   }
 
-  /** Stage 1 then stage 2. Returns synchronously when stage 1 answers from its cache. */
-  decide(envelope: Envelope, identity: Identity): Decision | Promise<Decision> {
+  /**
+   * Stage 1 then stage 2. Returns synchronously when stage 1 answers from its cache. `Held`: a policy
+   * requires a person's approval; the caller holds the request and calls `awaitApproval`.
+   */
+  decide(envelope: Envelope, identity: Identity): Decision | Held | Promise<Decision | Held> {
     try {
       if (envelope.actionClass === null) {
         if (this.#o.defaultProtected) {
@@ -118,7 +125,28 @@ export class Pipeline {
     }
   }
 
-  #afterStage1(envelope: Envelope, identity: Identity, c: CapabilityCheck, token: string | null): Decision {
+  /**
+   * The approval stage: wait (the request held open) for a person's answer. `bodyHash` lets identical
+   * requests share one approval; `signal` aborts when the agent disconnects. Never rejects.
+   */
+  async awaitApproval(held: Held, opts: { bodyHash: string | null; signal: AbortSignal }): Promise<Decision> {
+    const queue = this.#o.approvals ?? null;
+    const facts: DecisionFacts = { tokenId: held.tokenId, policyIds: held.policyIds, policyHash: held.policyHash, approvalId: null };
+    if (queue === null) return this.#deny(held.envelope, 'approval', 'approval_required', held.message, 403, facts);
+    try {
+      const r = await queue.wait(held, opts);
+      if (r.kind === 'approved') {
+        this.#o.counters.record(held.identity.agentId, held.envelope.actionClass as string, this.#now());
+        return allow(held.envelope, held.identity, { ...facts, approvalId: r.approvalId }, false, null, { via: r.via, approver: r.approver });
+      }
+      const status = r.reason === 'audit_unavailable' ? 503 : 403;
+      return this.#deny(held.envelope, r.reason === 'audit_unavailable' ? 'audit' : 'approval', r.reason, r.message, status, { ...facts, approvalId: r.approvalId });
+    } catch (err) {
+      return this.#internal(held.envelope, 'approval', err);
+    }
+  }
+
+  #afterStage1(envelope: Envelope, identity: Identity, c: CapabilityCheck, token: string | null): Decision | Held {
     try {
       if (!c.ok) {
         // No identity at all is a 407, so clients that support it can ask for proxy credentials.
@@ -127,6 +155,7 @@ export class Pipeline {
           tokenId: c.tokenId,
           policyIds: [],
           policyHash: null,
+          approvalId: null,
         }));
       }
       return this.#stage2(envelope, identity, c.tokenId);
@@ -135,7 +164,7 @@ export class Pipeline {
     }
   }
 
-  #stage2(envelope: Envelope, identity: Identity, tokenId: string | null): Decision {
+  #stage2(envelope: Envelope, identity: Identity, tokenId: string | null): Decision | Held {
     const actionClass = envelope.actionClass as string;
     const now = this.#now();
     const counts = this.#o.counters.counts(identity.agentId, actionClass, now);
@@ -150,15 +179,21 @@ export class Pipeline {
       counts,
       body: envelope.body,
     });
-    const facts: DecisionFacts = { tokenId, policyIds: outcome.policyIds, policyHash: this.#o.policy.policyHash };
+    const facts: DecisionFacts = { tokenId, policyIds: outcome.policyIds, policyHash: this.#o.policy.policyHash, approvalId: null };
     if (outcome.verdict === 'allow') {
       this.#o.counters.record(identity.agentId, actionClass, now);
       return allow(envelope, identity, facts, false, null);
     }
     if (outcome.verdict === 'approval') {
-      // The held request arrives with the approval issue; until then approval means no.
-      return this.#finish(envelope, identity, this.#deny(envelope, 'approval', 'approval_required',
-        `${actionClass} (${envelope.risk ?? 'unknown'} risk) needs a human's approval (${outcome.policyIds.join(', ')})`, 403, facts));
+      const message = `${actionClass} (${envelope.risk ?? 'unknown'} risk) needs a human's approval (${outcome.policyIds.join(', ')})`;
+      // Monitor mode never holds a request: it reports what enforce mode would have waited for.
+      if (this.#o.mode === 'monitor') return this.#finish(envelope, identity, this.#deny(envelope, 'approval', 'approval_required', message, 403, facts));
+      const grant = this.#o.approvals?.useGrant(identity.agentId, actionClass, envelope.target.host) ?? null;
+      if (grant !== null) {
+        this.#o.counters.record(identity.agentId, actionClass, now);
+        return allow(envelope, identity, { ...facts, approvalId: grant.approvalId }, false, null, { via: 'grant', approver: grant.grantedBy });
+      }
+      return { verdict: 'hold', envelope, identity, message, ...facts };
     }
     const message = outcome.reason === 'no_permit'
       ? `no policy permits ${actionClass} for agent ${identity.agentId}`
@@ -168,7 +203,7 @@ export class Pipeline {
     return this.#finish(envelope, identity, this.#deny(envelope, 'policy', outcome.reason, message, 403, facts));
   }
 
-  #deny(envelope: Envelope, stage: Stage, reason: string, message: string, status: 400 | 403 | 407, facts: DecisionFacts): Denied {
+  #deny(envelope: Envelope, stage: Stage, reason: string, message: string, status: Denied['status'], facts: DecisionFacts): Denied {
     return { verdict: 'deny', envelope, stage, reason, message, status, ...facts };
   }
 
@@ -179,7 +214,7 @@ export class Pipeline {
     return allow(
       envelope,
       identity,
-      { tokenId: denied.tokenId, policyIds: denied.policyIds, policyHash: denied.policyHash },
+      { tokenId: denied.tokenId, policyIds: denied.policyIds, policyHash: denied.policyHash, approvalId: null },
       envelope.actionClass === null,
       { stage: denied.stage, reason: denied.reason, policyIds: denied.policyIds },
     );
@@ -192,7 +227,7 @@ export class Pipeline {
   }
 }
 
-const EMPTY_FACTS: DecisionFacts = { tokenId: null, policyIds: [], policyHash: null };
+const EMPTY_FACTS: DecisionFacts = { tokenId: null, policyIds: [], policyHash: null, approvalId: null };
 
 /**
  * The envelope of a request before classification. `normalize` is false only when normalising itself

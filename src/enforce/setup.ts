@@ -10,6 +10,7 @@ import { PolicyEngine } from './policy.js';
 import { CapabilityVerifier } from './capability.js';
 import { ActionCounters } from './counters.js';
 import { Pipeline } from './pipeline.js';
+import type { ApprovalQueue } from './approval.js';
 import { FirmaError } from '../errors.js';
 
 /** Mapping rules and policies, loaded and validated together so every error is reported at once. */
@@ -65,7 +66,7 @@ export interface PipelineSetup {
 }
 
 /** Everything stage 1 and stage 2 need, from the config. */
-export function createPipeline(config: FirmaConfig, log: Logger): PipelineSetup {
+export function createPipeline(config: FirmaConfig, log: Logger, opts: { approvals?: ApprovalQueue | null } = {}): PipelineSetup {
   const rules = loadDecisionRules(config);
   const caps = config.sidecar.capabilities;
   if (caps.required && !existsSync(caps.public_key_file) && !existsSync(caps.signing_key_file)) {
@@ -96,6 +97,7 @@ export function createPipeline(config: FirmaConfig, log: Logger): PipelineSetup 
     selfToken,
     policy: rules.policy,
     counters: new ActionCounters(),
+    approvals: opts.approvals ?? null,
     onError: (err, requestId) => log.error({ err, request_id: requestId }, 'enforcement failed; denied'),
   });
   return {

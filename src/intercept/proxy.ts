@@ -1,11 +1,11 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { Identity, RawRequest, Target, EnvelopeKind, Envelope } from '../normalize/envelope.js';
-import type { Decision, Denied } from '../enforce/decision.js';
+import type { Decision, Denied, Held } from '../enforce/decision.js';
 import type { Connector, DispatchOutcome, BufferedBody } from '../connector/connector.js';
 import { classificationFailed, type Pipeline } from '../enforce/pipeline.js';
 import { readBoundedBody, extractBodyFields, hasRequestBody } from '../normalize/body.js';
@@ -49,6 +49,7 @@ type TargetResult =
   | { readonly ok: false; readonly reply: Omit<SidecarReply, 'requestId'> };
 
 const HTTP_PREFIX = 'http://';
+const EMPTY_BODY_HASH = createHash('sha256').digest('hex');
 const HTTPS_PREFIX = 'https://';
 const WS_SCHEME = /^ws:\/\//i;
 /** An HTTP/1.x request line start: a method token then a space. */
@@ -271,6 +272,7 @@ export class Interceptor {
     target: Target,
     pathAndQuery: string | null,
     req: IncomingMessage | null,
+    client: ServerResponse | Duplex,
   ): Promise<{ decision: Decision; body: BufferedBody | null }> {
     const raw: RawRequest = { requestId, kind, identity, method, target, pathAndQuery };
     const pipeline = this.#opts.pipeline;
@@ -300,7 +302,40 @@ export class Interceptor {
       }
       envelope = pipeline.withBody(envelope, fields.values);
     }
-    return { decision: await pipeline.decide(envelope, identity), body };
+    const decision = await pipeline.decide(envelope, identity);
+    if (decision.verdict !== 'hold') return { decision, body };
+    return this.#awaitApproval(pipeline, decision, req, client, body);
+  }
+
+  /**
+   * Hold the request open until its approval is resolved. The body is read first (up to the body
+   * limit) so identical requests can share one approval; the agent closing its connection cancels.
+   */
+  async #awaitApproval(
+    pipeline: Pipeline,
+    held: Held,
+    req: IncomingMessage | null,
+    client: ServerResponse | Duplex,
+    buffered: BufferedBody | null,
+  ): Promise<{ decision: Decision; body: BufferedBody | null }> {
+    let body = buffered;
+    if (body === null && req !== null && hasRequestBody(req)) {
+      const read = await readBoundedBody(req, this.#opts.bodyLimitBytes);
+      if (!read.ok && read.reason === 'body_incomplete') {
+        return { decision: pipeline.refuse(held.envelope, held.identity, 'approval', 'body_incomplete', 'the request body ended before it was complete'), body: null };
+      }
+      body = { prefix: read.prefix, complete: read.ok };
+    }
+    // A body over the limit is not hashed whole, so that request waits on an approval of its own.
+    const bodyHash = body === null ? EMPTY_BODY_HASH : body.complete ? createHash('sha256').update(body.prefix).digest('hex') : null;
+    const gone = new AbortController();
+    const onClose = (): void => gone.abort();
+    client.once('close', onClose);
+    try {
+      return { decision: await pipeline.awaitApproval(held, { bodyHash, signal: gone.signal }), body };
+    } finally {
+      client.off('close', onClose);
+    }
   }
 
   // ---------------------------------------------------------------- plain HTTP (absolute-form)
@@ -381,7 +416,7 @@ export class Interceptor {
     const method = req.method ?? 'GET';
     if (this.#draining) res.shouldKeepAlive = false;
     this.#begin();
-    void this.#evaluate('request', requestId, identity, method, target, pathAndQuery, req).then(({ decision, body }) =>
+    void this.#evaluate('request', requestId, identity, method, target, pathAndQuery, req, res).then(({ decision, body }) =>
       this.#settle(decision, started, {
         // A body we stopped reading part-way cannot be skipped reliably: close after the answer.
         deny: (d) => this.#denyHttp(res, d, started, body !== null && !body.complete),
@@ -567,7 +602,7 @@ export class Interceptor {
 
   async #blindTunnel(socket: Socket, requestId: string, identity: Identity, target: Target): Promise<void> {
     const started = performance.now();
-    const { decision } = await this.#evaluate('tunnel', requestId, identity, 'CONNECT', target, null, null);
+    const { decision } = await this.#evaluate('tunnel', requestId, identity, 'CONNECT', target, null, null, socket);
     if (decision.verdict === 'deny') {
       this.#reply(socket, denyReply(decision), decision);
       return;
@@ -671,7 +706,7 @@ export class Interceptor {
     const started = performance.now();
     const method = req.method ?? 'GET';
     this.#begin();
-    void this.#evaluate('websocket', requestId, identity, method, target, pathAndQuery, null).then(({ decision }) =>
+    void this.#evaluate('websocket', requestId, identity, method, target, pathAndQuery, null, socket).then(({ decision }) =>
       this.#settle(decision, started, {
         deny: (d) => this.#reply(socket, denyReply(d), d),
         refuse: (reply) => this.#reply(socket, reply, decision),

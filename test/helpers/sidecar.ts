@@ -75,6 +75,8 @@ export interface TestSidecarOptions {
   readonly mappingExtra?: string;
   /** Lines for [sidecar]. */
   readonly sidecar?: string;
+  /** More lines for [sidecar.admin] (tokens, approvers). */
+  readonly adminExtra?: string;
   /** Lines for [sidecar.interceptor.mitm]. */
   readonly mitm?: string;
   /** Lines for [sidecar.connector]; default allows the loopback test upstreams past the SSRF guard. */
@@ -97,6 +99,7 @@ ca_dir = "certs"
 ${sections.mitm ?? ''}
 [sidecar.admin]
 listen = "127.0.0.1:0"
+${sections.adminExtra ?? ''}
 [sidecar.connector]
 ${sections.connector ?? 'allow_private = ["127.0.0.1/32"]'}
 ${writeDecisionFiles(dir, sections)}

@@ -11,6 +11,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [[ ! -x /usr/bin/python3 ]] || ! /usr/bin/python3 -c 'import requests' >/dev/null 2>&1; then
   missing+=(python3-requests)
 fi
+# The approvals page is tested in a real browser (playwright-core drives Debian's chromium).
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 
 if ((${#missing[@]} == 0)); then exit 0; fi
 
