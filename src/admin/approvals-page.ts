@@ -52,6 +52,7 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #d8dee4; vertical-align: top; }
 th { font-weight: 600; background: #f6f8fa; }
 code, .url { font-family: ui-monospace, monospace; font-size: 12.5px; word-break: break-all; }
+.field { font-family: ui-monospace, monospace; font-size: 12.5px; white-space: nowrap; }
 .muted { color: #656d76; }
 .count { background: #cf222e; color: #fff; border-radius: 1rem; padding: 0 .5rem; font-size: .85rem; }
 .risk-high, .risk-critical { color: #cf222e; font-weight: 600; }
@@ -130,7 +131,7 @@ export const APPROVALS_PAGE_JS = `'use strict';
       tr.appendChild(el('td', (a.policy_ids || []).join(', ')));
       var fields = el('td');
       var bf = a.body_fields || {};
-      Object.keys(bf).forEach(function (k) { fields.appendChild(el('div', k + ' = ' + JSON.stringify(bf[k]), 'url')); });
+      Object.keys(bf).forEach(function (k) { fields.appendChild(el('div', k + ' = ' + JSON.stringify(bf[k]), 'field')); });
       if (Object.keys(bf).length === 0) fields.appendChild(el('span', '-', 'muted'));
       tr.appendChild(fields);
       var w = el('td', waited(a.requested_at));
