@@ -2,7 +2,8 @@ import { close, closeSync, constants, fstat, fstatSync, fsync, mkdirSync, open, 
 import type { KeyObject } from 'node:crypto';
 import { dirname } from 'node:path';
 import { FirmaError } from '../errors.js';
-import { canonicalJson, chainHash, GENESIS_HASH, signHash } from './chain.js';
+import { canonicalJson, chainHash, GENESIS_HASH } from './chain.js';
+import { WorkerSigner, type HashSigner } from './signer.js';
 import type { AuditEvent, AuditEventBody } from './events.js';
 import { listRotated, rotatedName } from './files.js';
 import { loadOrCreateAuditKeys } from './keys.js';
@@ -118,12 +119,13 @@ function readTail(file: string, publicKey: KeyObject): { seq: number; hash: stri
 }
 
 /**
- * The single writer of the audit log. `append` decides the chain on the event loop, in call order
- * (seq, ts, prev_hash, hash, Ed25519 sig — ~40 µs on an idle core, 2/3 of it the signature; measured in
- * test/audit-unit.test.ts), and
- * queues the line; one async loop writes batches with `fs.write` to an O_APPEND fd. On a write error
- * the unwritten bytes stay queued in order, `available` turns false, and the loop retries every 250 ms
- * (reopening the path) until a write succeeds, then logs `audit_recovered`.
+ * The single writer of the audit log. `append` decides the chain on the event loop, in call order (seq,
+ * ts, prev_hash, hash: ~10 µs), and hands the hash to a signing worker thread (signer.ts); signed lines
+ * come back in order, batched, and join the write queue. Ed25519 (~40–100 µs an event) so stays off
+ * the event loop and off each request's critical path. One async loop writes batches with `fs.write`
+ * to an O_APPEND fd. On a write error the unwritten bytes stay queued in order, `available` turns false,
+ * and the loop retries every 250 ms (reopening the path) until a write succeeds, then logs
+ * `audit_recovered`.
  */
 export class AuditWriter {
   private seqN: number;
@@ -134,6 +136,12 @@ export class AuditWriter {
   private fileBytes: number;
   private nextRotation: number;
   private readonly queue: Array<Buffer | undefined> = [];
+  /** Sealed events waiting for their signature: the line up to `"sig":"`, and the 32-byte hashes. */
+  private unsignedLines: string[] = [];
+  private unsignedHashes: Buffer[] = [];
+  private signScheduled = false;
+  /** Events sealed but not yet in `queue` (unsigned, or being signed). */
+  private sealing = 0;
   private qStart = 0;
   /** Bytes of queue[qStart] already written (a short write never loses or duplicates a byte). */
   private headOffset = 0;
@@ -150,7 +158,7 @@ export class AuditWriter {
 
   private constructor(
     private readonly opts: AuditWriterOptions,
-    private readonly privateKey: KeyObject,
+    private readonly signer: HashSigner,
     state: { seq: number; head: string; fd: number; fileBytes: number; nextRotation: number },
   ) {
     this.seqN = state.seq;
@@ -194,7 +202,7 @@ export class AuditWriter {
     } catch (err: unknown) {
       throw new AuditWriterError('FIRMA_AUDIT_OPEN', `cannot open audit file ${opts.path} (${errCode(err)})`, { cause: err });
     }
-    return new AuditWriter(opts, keys.privateKey, {
+    return new AuditWriter(opts, new WorkerSigner(keys.privateKey), {
       seq: tail?.seq ?? 0,
       head: tail?.hash ?? GENESIS_HASH,
       fd,
@@ -217,7 +225,7 @@ export class AuditWriter {
   }
   /** Events appended but not yet written. */
   get pending(): number {
-    return this.queue.length - this.qStart;
+    return this.queue.length - this.qStart + this.sealing;
   }
 
   /**
@@ -244,14 +252,35 @@ export class AuditWriter {
     delete event['sig'];
     const canonical = canonicalJson(event);
     const hash = chainHash(prev, canonical);
-    const sig = signHash(this.privateKey, hash);
     // The line is the canonical text plus hash and sig; the verifier re-canonicalises, so key order here is free.
-    const buf = Buffer.from(`${canonical.slice(0, -1)},"hash":"${hash}","sig":"${sig}"}\n`, 'utf8');
+    this.unsignedLines.push(`${canonical.slice(0, -1)},"hash":"${hash}","sig":"`);
+    this.unsignedHashes.push(Buffer.from(hash, 'hex'));
     this.seqN = seq;
     this.head = hash;
-    this.queue.push(buf);
-    this.queuedBytes += buf.length;
-    this.kick();
+    this.sealing++;
+    if (!this.signScheduled) {
+      this.signScheduled = true;
+      // setImmediate: the events sealed in this tick go to the signer as one batch.
+      setImmediate(() => this.signBatch());
+    }
+  }
+
+  private signBatch(): void {
+    this.signScheduled = false;
+    const lines = this.unsignedLines;
+    const hashes = this.unsignedHashes;
+    this.unsignedLines = [];
+    this.unsignedHashes = [];
+    if (lines.length === 0) return;
+    this.signer.sign(Buffer.concat(hashes, hashes.length * 32), (sigs) => {
+      for (let i = 0; i < lines.length; i++) {
+        const buf = Buffer.from(`${lines[i] as string}${sigs.toString('base64', i * 64, i * 64 + 64)}"}\n`, 'utf8');
+        this.queue.push(buf);
+        this.queuedBytes += buf.length;
+      }
+      this.sealing -= lines.length;
+      this.kick();
+    });
   }
 
   /** Resolves once every event appended before the call is written and fsynced; waits through an outage. */
@@ -259,7 +288,7 @@ export class AuditWriter {
     this.syncDue = true;
     const p = new Promise<void>((res) => this.idleWaiters.push(res));
     this.kick();
-    if (!this.running && !this.scheduled && this.fd !== null) this.resolveIdle();
+    if (!this.running && !this.scheduled && this.fd !== null && this.sealing === 0) this.resolveIdle();
     return p;
   }
 
@@ -277,10 +306,12 @@ export class AuditWriter {
     if (!this.avail) {
       if (this.retryTimer !== null) clearTimeout(this.retryTimer);
       this.retryTimer = null;
+      await this.signer.close();
       throw new AuditWriterError('FIRMA_AUDIT_UNAVAILABLE', `audit log unavailable (${errCode(this.lastError)}): ${this.pending} event(s) not written`, {
         cause: this.lastError,
       });
     }
+    await this.signer.close();
     const fd = this.fd;
     this.fd = null;
     if (fd !== null) await closeAsync(fd);
@@ -309,7 +340,7 @@ export class AuditWriter {
       for (;;) {
         const fd = this.fd;
         if (fd === null) return;
-        if (this.pending > 0) {
+        if (this.queue.length > this.qStart) {
           const batch = this.takeBatch();
           if (batch === null) {
             await this.rotate(fd);
@@ -332,7 +363,8 @@ export class AuditWriter {
             await fsyncAsync(fd);
           }
         } else {
-          this.resolveIdle();
+          // Events still being signed come back through kick(); idle only when nothing is on its way.
+          if (this.sealing === 0) this.resolveIdle();
           return;
         }
       }
