@@ -4,7 +4,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { canonicalJson, chainHash, GENESIS_HASH, signHash } from '../src/audit/chain.js';
+import { canonicalJson, chainHash, GENESIS_HASH, signHash, verifyHashSig } from '../src/audit/chain.js';
+import { WorkerSigner } from '../src/audit/signer.js';
 import { redactQuery, type AuditEvent, type AuditEventBody } from '../src/audit/events.js';
 import { loadOrCreateAuditKeys } from '../src/audit/keys.js';
 import { filterEvent, formatEventLine } from '../src/audit/tail.js';
@@ -264,4 +265,31 @@ t.test('measurement (informational)', async (t) => {
   await worker.terminate();
   t.comment(`append (hash on the caller, signature on the worker) ${(appendNs / N / 1000).toFixed(1)} µs/event on the caller; Ed25519 sign alone (on the worker, off the caller) ~${(signNs / N / 1000).toFixed(1)} µs, canonical JSON+SHA-256 ${(hashNs / N / 1000).toFixed(1)} µs; postMessage to a worker ${(postNs / N / 1000).toFixed(1)} µs; writer sustains ${Math.round(N / (totalNs / 1e9))} events/s (fsync interval, incl. sealing)`);
   t.match(verifyAuditFiles([s.path], s.pub()), { ok: true, events: N + 500 });
+});
+
+t.test('signing worker: signatures verify and keep their order; a dying worker falls back to inline signing', async (t) => {
+  const s = setup();
+  const keys = loadOrCreateAuditKeys(s.keyDir);
+  const hashes = (from: number, n: number): Buffer => Buffer.concat(Array.from({ length: n }, (_, i) => Buffer.from(chainHash(GENESIS_HASH, String(from + i)), 'hex')));
+  const check = (h: Buffer, sigs: Buffer): boolean =>
+    sigs.length === (h.length / 32) * 64 &&
+    Array.from({ length: h.length / 32 }, (_, i) => verifyHashSig(keys.publicKey, h.subarray(i * 32, i * 32 + 32).toString('hex'), sigs.subarray(i * 64, i * 64 + 64).toString('base64'))).every(Boolean);
+  for (const [label, source] of [
+    ['worker', undefined],
+    ['worker exits on its first batch', "require('node:worker_threads').parentPort.on('message', () => process.exit(3));"],
+    ['worker fails to start', 'throw new Error("boom")'],
+  ] as const) {
+    const signer = new WorkerSigner(keys.privateKey, source === undefined ? {} : { workerSource: source });
+    const order: number[] = [];
+    const results = await Promise.all([0, 1, 2, 3].map((b) => new Promise<boolean>((resolve) => {
+      const h = hashes(b * 10, 10);
+      signer.sign(h, (sigs) => {
+        order.push(b);
+        resolve(check(h, sigs));
+      });
+    })));
+    t.same(results, [true, true, true, true], `${label}: every signature verifies`);
+    t.same(order, [0, 1, 2, 3], `${label}: answered in order`);
+    await signer.close();
+  }
 });

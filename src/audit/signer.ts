@@ -39,11 +39,12 @@ export class WorkerSigner implements HashSigner {
   /** Callbacks of batches sent and not answered yet, oldest first. */
   readonly #waiting: Array<{ hashes: Buffer; done: (signatures: Buffer) => void }> = [];
 
-  constructor(privateKey: KeyObject) {
+  /** `workerSource` replaces the worker's code (tests make it fail to prove the fallback). */
+  constructor(privateKey: KeyObject, opts: { workerSource?: string } = {}) {
     this.#key = privateKey;
     let worker: Worker | null = null;
     try {
-      worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { key: privateKey }, resourceLimits: { maxOldGenerationSizeMb: 16 } });
+      worker = new Worker(opts.workerSource ?? WORKER_SOURCE, { eval: true, workerData: { key: privateKey }, resourceLimits: { maxOldGenerationSizeMb: 16 } });
     } catch {
       worker = null;
     }
