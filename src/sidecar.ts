@@ -14,6 +14,8 @@ import { HostPolicies } from './connector/host-policy.js';
 import { createRateLimiter } from './connector/rate-limit.js';
 import { createCredentialInjector } from './connector/credentials.js';
 import { EgressGuard, type LookupFunction } from './connector/ssrf.js';
+import { TransparentListener } from './intercept/transparent.js';
+import type { OriginalDestinationLookup } from './intercept/original-dst.js';
 
 export interface SidecarStartOptions {
   readonly config: FirmaConfig;
@@ -22,6 +24,11 @@ export interface SidecarStartOptions {
   readonly upstreamCaPems?: readonly string[];
   /** Name resolution for upstream dials (default: the system resolver, `dns.lookup`). */
   readonly lookup?: LookupFunction;
+  /**
+   * How the transparent listener finds the port a redirected connection was made to (default: the
+   * conntrack table when readable, else none). Tests on loopback, where nothing is redirected, pass one.
+   */
+  readonly originalDestination?: OriginalDestinationLookup | null;
 }
 
 export type SidecarState = 'ready' | 'draining' | 'stopped';
@@ -35,6 +42,9 @@ export class Sidecar {
   readonly ca: CertificateAuthority;
   readonly proxyAddress: AddressInfo;
   readonly adminAddress: AddressInfo;
+  /** The transparent listener's address, or null when `transparent_listen` is off. */
+  readonly transparentAddress: AddressInfo | null;
+  readonly #transparent: TransparentListener | null;
   readonly #log: Logger;
   readonly #interceptor: Interceptor;
   readonly #connector: Connector;
@@ -55,6 +65,7 @@ export class Sidecar {
     audit: AuditRecorder;
     proxyAddress: AddressInfo;
     adminAddress: AddressInfo;
+    transparent: { listener: TransparentListener; address: AddressInfo } | null;
     release: () => Promise<void>;
     policyHash: string;
   }) {
@@ -67,6 +78,8 @@ export class Sidecar {
     this.audit = parts.audit;
     this.proxyAddress = parts.proxyAddress;
     this.adminAddress = parts.adminAddress;
+    this.#transparent = parts.transparent?.listener ?? null;
+    this.transparentAddress = parts.transparent?.address ?? null;
     this.#release = parts.release;
     this.#policyHash = parts.policyHash;
   }
@@ -139,6 +152,25 @@ export class Sidecar {
       { address: proxyAddress.address, port: proxyAddress.port },
       { address: adminAddress.address, port: adminAddress.port },
     );
+    const transparentListen = config.sidecar.interceptor.transparent_listen;
+    let transparent: { listener: TransparentListener; address: AddressInfo } | null = null;
+    if (transparentListen !== null) {
+      try {
+        transparent = await TransparentListener.start({
+          host: transparentListen.host,
+          port: transparentListen.port,
+          acceptor: interceptor,
+          log,
+          ...(opts.originalDestination !== undefined ? { originalDestination: opts.originalDestination } : {}),
+        });
+      } catch (err) {
+        await interceptor.drain(0);
+        await admin.close();
+        throw err;
+      }
+      // A redirected connection whose target is the sidecar itself must be refused like any other loop.
+      listeners.push({ address: transparent.address.address, port: transparent.address.port });
+    }
     audit.lifecycle('start', `policy_hash=${decisions.rules.policy.policyHash} mode=${config.sidecar.mode}`);
     sidecar = new Sidecar({
       config,
@@ -150,6 +182,7 @@ export class Sidecar {
       audit,
       proxyAddress,
       adminAddress,
+      transparent,
       policyHash: decisions.rules.policy.policyHash,
       release: async () => {
         decisions.close();
@@ -161,6 +194,8 @@ export class Sidecar {
       {
         proxy: `${proxyAddress.address}:${proxyAddress.port}`,
         admin: `${adminAddress.address}:${adminAddress.port}`,
+        transparent: transparent === null ? undefined : `${transparent.address.address}:${transparent.address.port}`,
+        transparent_original_port: transparent?.listener.originalPortSource,
         config: config.source.path ?? '(built-in defaults)',
         ca_cert: ca.certPath,
         mode: config.sidecar.mode,
@@ -194,7 +229,10 @@ export class Sidecar {
     this.#state = 'draining';
     const grace = this.config.sidecar.drain_timeout_ms;
     this.#log.info({ in_flight: this.#interceptor.inFlight, grace_ms: grace }, 'draining');
+    // Stop taking redirected connections first; the ones already accepted are the interceptor's to drain.
+    const transparentClosed = this.#transparent?.close();
     const { cut } = await this.#interceptor.drain(grace);
+    await transparentClosed;
     await this.#connector.destroy();
     this.audit.lifecycle('stop', cut > 0 ? `cut ${cut} in-flight request(s) at the drain bound` : null);
     try {
