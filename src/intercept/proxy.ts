@@ -146,7 +146,9 @@ export class Interceptor implements TransparentAcceptor {
       maxHeaderSize: 32 * 1024,
     };
     this.#server = http.createServer(serverOptions);
-    this.#tunnelServer = http.createServer(serverOptions);
+    // Node's own answer to an HTTP/1.1 request without Host is a bare 400 that never reaches us (so no
+    // JSON body, no audit event); #tunnelTarget gives that answer itself instead.
+    this.#tunnelServer = http.createServer({ ...serverOptions, requireHostHeader: false });
 
     this.#server.on('connection', (s: Socket) => this.#track(s));
     this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onForwardRequest(req, res));
@@ -373,6 +375,9 @@ export class Interceptor implements TransparentAcceptor {
   #tunnelTarget(req: IncomingMessage, tunnel: TunnelContext): TargetResult {
     if (tunnel.sniMismatch !== null) {
       return badRequest('sni_mismatch', `TLS server name ${tunnel.sniMismatch} does not match the CONNECT target`);
+    }
+    if (req.headers.host === undefined && req.httpVersion === '1.1') {
+      return badRequest('missing_host', 'an HTTP/1.1 request must carry a Host header');
     }
     let target = tunnel.target;
     if (tunnel.byHost !== undefined) {
