@@ -158,8 +158,13 @@ export interface SidecarProcess {
  * `firma start` as a real process (what `npm start` runs). Waits for the "ready" log line and reads
  * the bound ports from it.
  */
-export async function spawnSidecar(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<SidecarProcess> {
-  const proc = spawn(process.execPath, [CLI, ...args], {
+export async function spawnSidecar(
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv; /** Runs `node` through this (e.g. `ip netns exec NS setpriv …`). */ prefix?: string[] },
+): Promise<SidecarProcess> {
+  const prefix = opts.prefix ?? [];
+  const argv = [...prefix.slice(1), process.execPath, CLI, ...args];
+  const proc = spawn(prefix[0] ?? process.execPath, prefix.length === 0 ? [CLI, ...args] : argv, {
     cwd: opts.cwd,
     env: { ...process.env, NODE_EXTRA_CA_CERTS: upstreamPki().caPath, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
