@@ -314,6 +314,31 @@ ${writeDecisionFiles(scDir, { rules: RULES })}
     const r = await run(process.execPath, [CLI, 'audit', 'verify', '--config', join(scDir, 'firma.toml')]);
     t.equal(r.code, 0, r.stdout + r.stderr);
   });
+
+  t.test('without read access to conntrack the port is the protocol default (the documented limitation)', async (t) => {
+    const first = sc.proc;
+    const exited = new Promise((r) => first.once('exit', r));
+    first.kill('SIGTERM');
+    await exited;
+    // The same sidecar without supplementary group 0: /proc/net/nf_conntrack (0440 root:root) is unreadable.
+    const second = await spawnSidecar(['start', '--config', join(scDir, 'firma.toml')], {
+      cwd: scDir,
+      env: { NODE_EXTRA_CA_CERTS: join(scDir, 'upstream-ca.pem') },
+      prefix: ['ip', 'netns', 'exec', POD, 'setpriv', `--reuid=${SIDECAR_UID}`, `--regid=${SIDECAR_UID}`, '--clear-groups'],
+    });
+    sidecar = second;
+    const logged = second.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.equal(logged.find((o) => o['msg'] === 'firma sidecar ready')?.['transparent_original_port'], 'protocol_default');
+    t.match(logged.find((o) => o['code'] === 'EACCES'), { level: 40, conntrack: '/proc/net/nf_conntrack' }, 'warned, naming why');
+    const ok = await agentCurl(['--cacert', agentCa, '--resolve', `${NAME}:443:${UP_IP}`, `https://${NAME}/still`]);
+    t.equal(ok.status, 200, ok.stderr);
+    const plain = await agentCurl(['--resolve', `${NAME}:80:${UP_IP}`, `http://${NAME}/still`]);
+    t.equal(plain.status, 200, plain.stderr);
+    // :8443 reaches the sidecar as if it were :443; the Host header (upstream.test:8443) then disagrees.
+    const alt = await agentCurl(['--cacert', agentCa, '--resolve', `${NAME}:8443:${UP_IP}`, `https://${NAME}:8443/alt`]);
+    t.equal(alt.status, 400);
+    t.match(JSON.parse(alt.body), { reason: 'host_mismatch' });
+  });
 }
 
 function chownTree(dir: string, uid: number, gid: number): void {
