@@ -221,6 +221,26 @@ t.test('plain HTTP: missing Host → 400 + audit; Host on another port than dial
   t.equal(httpUp.requests(), before, 'nothing sent upstream');
 });
 
+t.test('plain HTTP: a WebSocket upgrade is decided on and relayed like any request', async (t) => {
+  originalPort = httpUp.port;
+  const upgrade = (host: string): string =>
+    `GET /ws HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+  const head = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(sc.transparentPort!, '127.0.0.1', () => s.write(upgrade(`${NAME}:${httpUp.port}`)));
+    s.once('data', (c: Buffer) => {
+      resolve(c.toString('latin1'));
+      s.destroy();
+    });
+    s.once('error', reject);
+  });
+  t.match(head, /^HTTP\/1\.1 101 /);
+  t.ok(await waitForEvent((e) => e.type === 'decision' && e['kind'] === 'websocket' && e['host'] === NAME && e['decision'] === 'allow'));
+  const missing = await exchange(net.connect(sc.transparentPort!, '127.0.0.1'), upgrade('').replace('Host: \r\n', ''));
+  t.match(missing, /^HTTP\/1\.1 400 /);
+  t.match(missing, /missing_host/);
+});
+
 t.test('neither TLS nor HTTP → 400 not_tls', async (t) => {
   const s = net.connect(sc.transparentPort!, '127.0.0.1');
   const res = await exchange(s, 'SSH-2.0-OpenSSH_9.2\r\n');

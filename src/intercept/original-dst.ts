@@ -15,6 +15,8 @@ import { isIP } from 'node:net';
 import { formatIpv6, ipv6ToBytes } from './hostname.js';
 
 export const CONNTRACK_PATH = '/proc/net/nf_conntrack';
+/** Start of a TCP entry: "ipv4     2 tcp      6 …". */
+const TCP_ENTRY = /^ipv[46] +\d+ tcp /;
 
 export interface SocketEndpoint {
   readonly address: string;
@@ -95,7 +97,7 @@ export function findOriginalDestination(table: string, local: SocketEndpoint, re
 
 function matchLine(line: string, localIp: string, localPort: number, remoteIp: string, remotePort: number): SocketEndpoint | 'direct' | null {
   // "ipv4     2 tcp      6 431999 ESTABLISHED src=… dst=… sport=… dport=… src=… dst=… sport=… dport=… [ASSURED] …"
-  if (!/^ipv[46] +\d+ tcp /.test(line)) return null;
+  if (!TCP_ENTRY.test(line)) return null;
   const original = readTuple(line, 0);
   if (original === null) return null;
   const reply = readTuple(line, original.end);
