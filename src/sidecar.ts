@@ -18,6 +18,8 @@ import { ApprovalQueue, type ApprovalView } from './enforce/approval.js';
 import { AdminTokens } from './admin/auth.js';
 import { ApprovalsApi } from './admin/approvals-api.js';
 import { webhookNotifier } from './admin/webhook.js';
+import { TransparentListener } from './intercept/transparent.js';
+import type { OriginalDestinationLookup } from './intercept/original-dst.js';
 
 export interface SidecarStartOptions {
   readonly config: FirmaConfig;
@@ -26,6 +28,11 @@ export interface SidecarStartOptions {
   readonly upstreamCaPems?: readonly string[];
   /** Name resolution for upstream dials (default: the system resolver, `dns.lookup`). */
   readonly lookup?: LookupFunction;
+  /**
+   * How the transparent listener finds the port a redirected connection was made to (default: the
+   * conntrack table when readable, else none). Tests on loopback, where nothing is redirected, pass one.
+   */
+  readonly originalDestination?: OriginalDestinationLookup | null;
 }
 
 /** The admin listener as a URL (a wildcard address is reached on loopback). */
@@ -45,6 +52,9 @@ export class Sidecar {
   readonly ca: CertificateAuthority;
   readonly proxyAddress: AddressInfo;
   readonly adminAddress: AddressInfo;
+  /** The transparent listener's address, or null when `transparent_listen` is off. */
+  readonly transparentAddress: AddressInfo | null;
+  readonly #transparent: TransparentListener | null;
   readonly #log: Logger;
   readonly #interceptor: Interceptor;
   readonly #connector: Connector;
@@ -68,6 +78,7 @@ export class Sidecar {
     approvals: ApprovalQueue;
     proxyAddress: AddressInfo;
     adminAddress: AddressInfo;
+    transparent: { listener: TransparentListener; address: AddressInfo } | null;
     release: () => Promise<void>;
     policyHash: string;
   }) {
@@ -81,6 +92,8 @@ export class Sidecar {
     this.approvals = parts.approvals;
     this.proxyAddress = parts.proxyAddress;
     this.adminAddress = parts.adminAddress;
+    this.#transparent = parts.transparent?.listener ?? null;
+    this.transparentAddress = parts.transparent?.address ?? null;
     this.#release = parts.release;
     this.#policyHash = parts.policyHash;
   }
@@ -176,6 +189,25 @@ export class Sidecar {
       { address: proxyAddress.address, port: proxyAddress.port },
       { address: adminAddress.address, port: adminAddress.port },
     );
+    const transparentListen = config.sidecar.interceptor.transparent_listen;
+    let transparent: { listener: TransparentListener; address: AddressInfo } | null = null;
+    if (transparentListen !== null) {
+      try {
+        transparent = await TransparentListener.start({
+          host: transparentListen.host,
+          port: transparentListen.port,
+          acceptor: interceptor,
+          log,
+          ...(opts.originalDestination !== undefined ? { originalDestination: opts.originalDestination } : {}),
+        });
+      } catch (err) {
+        await interceptor.drain(0);
+        await admin.close();
+        throw err;
+      }
+      // A redirected connection whose target is the sidecar itself must be refused like any other loop.
+      listeners.push({ address: transparent.address.address, port: transparent.address.port });
+    }
     const pageUrl = config.approvals.page_url !== '' ? config.approvals.page_url : `${adminUrl(adminAddress)}/approvals/ui`;
     if (config.approvals.webhook_url !== '') {
       notify = webhookNotifier({ url: config.approvals.webhook_url, timeoutMs: config.approvals.webhook_timeout_ms, pageUrl, log });
@@ -192,6 +224,7 @@ export class Sidecar {
       approvals,
       proxyAddress,
       adminAddress,
+      transparent,
       policyHash: decisions.rules.policy.policyHash,
       release: async () => {
         decisions.close();
@@ -203,6 +236,8 @@ export class Sidecar {
       {
         proxy: `${proxyAddress.address}:${proxyAddress.port}`,
         admin: `${adminAddress.address}:${adminAddress.port}`,
+        transparent: transparent === null ? undefined : `${transparent.address.address}:${transparent.address.port}`,
+        transparent_original_port: transparent?.listener.originalPortSource,
         config: config.source.path ?? '(built-in defaults)',
         ca_cert: ca.certPath,
         mode: config.sidecar.mode,
@@ -240,7 +275,10 @@ export class Sidecar {
     if (denied > 0) this.#log.info({ approvals: denied }, 'pending approvals denied at shutdown');
     const grace = this.config.sidecar.drain_timeout_ms;
     this.#log.info({ in_flight: this.#interceptor.inFlight, grace_ms: grace }, 'draining');
+    // Stop taking redirected connections first; the ones already accepted are the interceptor's to drain.
+    const transparentClosed = this.#transparent?.close();
     const { cut } = await this.#interceptor.drain(grace);
+    await transparentClosed;
     await this.#connector.destroy();
     this.audit.lifecycle('stop', cut > 0 ? `cut ${cut} in-flight request(s) at the drain bound` : null);
     try {

@@ -16,6 +16,7 @@ import { parseAuthority, parseHost, hostPatternMatches, type ParsedAuthority } f
 import { readClientHello } from './client-hello.js';
 import type { LeafCertificates } from './leaf-certs.js';
 import { sendReply, sendReplyRaw, type SidecarReply } from './respond.js';
+import { targetFromHostHeader, targetFromSni, type TransparentAcceptor } from './transparent.js';
 
 export interface InterceptorOptions {
   readonly listenHost: string;
@@ -41,6 +42,11 @@ interface TunnelContext {
   readonly identity: Identity;
   /** The ClientHello named another host than the CONNECT target: every request in it gets a 400. */
   readonly sniMismatch: string | null;
+  /**
+   * Plain HTTP redirected to the transparent listener: no CONNECT named a target, so each request's Host
+   * header does (`target` is then a placeholder). `originalPort` is the port the client dialled, if known.
+   */
+  readonly byHost?: { readonly originalPort: number | null };
 }
 
 /** Result of reading the request target of one HTTP request. */
@@ -116,7 +122,7 @@ function checkHostHeader(req: IncomingMessage, target: Target): TargetResult | n
  * CONNECT tunnels, blind tunnels for bypassed hosts, and WebSocket upgrades. Built on node:http and
  * node:tls directly; see README "Dependencies" for why http-mitm-proxy is not used.
  */
-export class Interceptor {
+export class Interceptor implements TransparentAcceptor {
   readonly #opts: InterceptorOptions;
   readonly #log: Logger;
   /** The listening forward-proxy server. */
@@ -141,7 +147,9 @@ export class Interceptor {
       maxHeaderSize: 32 * 1024,
     };
     this.#server = http.createServer(serverOptions);
-    this.#tunnelServer = http.createServer(serverOptions);
+    // Node's own answer to an HTTP/1.1 request without Host is a bare 400 that never reaches us (so no
+    // JSON body, no audit event); #tunnelTarget gives that answer itself instead.
+    this.#tunnelServer = http.createServer({ ...serverOptions, requireHostHeader: false });
 
     this.#server.on('connection', (s: Socket) => this.#track(s));
     this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onForwardRequest(req, res));
@@ -240,6 +248,17 @@ export class Interceptor {
     if (decision === null) this.#opts.audit.refused(reply);
     else if (decision.verdict === 'deny') this.#opts.audit.decision(decision);
     sendReplyRaw(socket, reply);
+    this.#logLine(decision, reply, null, 0);
+  }
+
+  /**
+   * A refusal on a connection that cannot carry an HTTP answer (a redirected TLS client): recorded and
+   * logged like #reply, then the connection is closed.
+   */
+  #drop(socket: Duplex, reply: SidecarReply, decision: Decision | null, what: Parameters<AuditRecorder['refused']>[1] = {}): void {
+    if (decision === null) this.#opts.audit.refused(reply, what);
+    else if (decision.verdict === 'deny') this.#opts.audit.decision(decision);
+    socket.destroy();
     this.#logLine(decision, reply, null, 0);
   }
 
@@ -384,7 +403,7 @@ export class Interceptor {
     }
     const resolved = this.#tunnelTarget(req, tunnel);
     if (!resolved.ok) return this.#replyHttp(res, { ...resolved.reply, requestId });
-    this.#handle(req, res, requestId, tunnel.identity, tunnel.target, resolved.pathAndQuery);
+    this.#handle(req, res, requestId, tunnel.identity, resolved.target, resolved.pathAndQuery);
   }
 
   /** Inside a tunnel the CONNECT target is the only destination: SNI, Host and any absolute URI must agree. */
@@ -392,21 +411,30 @@ export class Interceptor {
     if (tunnel.sniMismatch !== null) {
       return badRequest('sni_mismatch', `TLS server name ${tunnel.sniMismatch} does not match the CONNECT target`);
     }
+    if (req.headers.host === undefined && req.httpVersion === '1.1') {
+      return badRequest('missing_host', 'an HTTP/1.1 request must carry a Host header');
+    }
+    let target = tunnel.target;
+    if (tunnel.byHost !== undefined) {
+      const t = targetFromHostHeader(req.headers.host, tunnel.byHost.originalPort);
+      if (!t.ok) return badRequest(t.reason, t.message);
+      target = t.target;
+    }
     const url = req.url ?? '';
     let pathAndQuery: string;
     if (url.startsWith('/')) {
       pathAndQuery = url;
     } else {
-      const abs = parseAbsoluteForm(url, tunnel.target.scheme);
+      const abs = parseAbsoluteForm(url, target.scheme);
       if (!abs.ok) return abs;
-      if (abs.target.host !== tunnel.target.host || abs.target.port !== tunnel.target.port) {
+      if (abs.target.host !== target.host || abs.target.port !== target.port) {
         return badRequest('host_mismatch', 'the request URL does not match the CONNECT target');
       }
       pathAndQuery = abs.pathAndQuery;
     }
-    const hostCheck = checkHostHeader(req, tunnel.target);
+    const hostCheck = checkHostHeader(req, target);
     if (hostCheck !== null) return hostCheck;
-    return { ok: true, target: tunnel.target, pathAndQuery };
+    return { ok: true, target, pathAndQuery };
   }
 
   // ---------------------------------------------------------------- one exchange: decide, dispatch, log
@@ -600,15 +628,21 @@ export class Interceptor {
     this.#tunnelServer.emit('connection', tls);
   }
 
-  async #blindTunnel(socket: Socket, requestId: string, identity: Identity, target: Target): Promise<void> {
+  /**
+   * `transparent`: the socket came from the transparent listener, so there is no CONNECT to answer and
+   * a refusal can only close the connection (the reason is in the audit log and the log line).
+   */
+  async #blindTunnel(socket: Socket, requestId: string, identity: Identity, target: Target, transparent = false): Promise<void> {
     const started = performance.now();
+    const answer = (reply: SidecarReply, d: Decision): void =>
+      transparent ? this.#drop(socket, reply, d) : this.#reply(socket, reply, d);
     const { decision } = await this.#evaluate('tunnel', requestId, identity, 'CONNECT', target, null, null, socket);
     if (decision.verdict === 'deny') {
-      this.#reply(socket, denyReply(decision), decision);
+      answer(denyReply(decision), decision);
       return;
     }
     if (!this.#opts.audit.decision(decision)) {
-      this.#reply(socket, auditUnavailable(requestId), decision);
+      answer(auditUnavailable(requestId), decision);
       return;
     }
     this.#begin();
@@ -616,11 +650,11 @@ export class Interceptor {
     if (!dialed.ok) {
       this.#end();
       this.#opts.audit.outcome(decision, failedDial(dialed.reply.status, dialed.error), performance.now() - started);
-      this.#reply(socket, { ...dialed.reply, requestId }, decision);
+      answer({ ...dialed.reply, requestId }, decision);
       return;
     }
     const upstream = dialed.socket;
-    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    if (!transparent) socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     const { bytes, result } = await readClientHello(socket, { timeoutMs: this.#opts.clientHelloTimeoutMs ?? 10_000 });
     let refuse: string | null = null;
     if (result.state === 'not_tls') refuse = 'not_tls';
@@ -674,6 +708,71 @@ export class Interceptor {
     upstream.on('error', close);
   }
 
+  // ---------------------------------------------------------------- transparent listener
+
+  /**
+   * A connection redirected to the transparent listener (iptables REDIRECT), handed over by
+   * transparent.ts. No CONNECT named its target, so its first bytes do: a TLS ClientHello is MITM'd for
+   * its SNI (or blind-tunnelled when the SNI is a bypassed host), plain HTTP is parsed request by request
+   * with each Host header as the target. From there on it is a CONNECT tunnel like any other. There is
+   * no Proxy-Authorization, so the sidecar's own agent_id and token file apply. `originalPort` is the
+   * port the client dialled when the kernel told it; null means the protocol's default.
+   */
+  acceptTransparent(socket: Socket, originalPort: number | null): void {
+    this.#track(socket);
+    if (this.#draining) {
+      socket.destroy();
+      return;
+    }
+    const requestId = randomUUID();
+    const identity: Identity = { agentId: this.#opts.defaultAgentId, token: null, source: 'default' };
+    void readClientHello(socket, { timeoutMs: this.#opts.clientHelloTimeoutMs ?? 10_000 }).then(({ bytes, result }) => {
+      if (result.state === 'not_tls') {
+        if (!HTTP_REQUEST_LINE.test(bytes.toString('latin1', 0, Math.min(bytes.length, 16)))) {
+          this.#reply(socket, {
+            status: 400,
+            decision: 'deny',
+            stage: 'intercept',
+            reason: 'not_tls',
+            message: 'the transparent listener carries TLS or HTTP only',
+            requestId,
+          });
+          return;
+        }
+        socket.unshift(bytes);
+        // `target` is a placeholder: #tunnelTarget takes each request's from its Host header.
+        const placeholder: Target = { scheme: 'http', host: '', kind: 'dns', port: originalPort ?? 80 };
+        this.#tunnels.set(socket, { target: placeholder, identity, sniMismatch: null, byHost: { originalPort } });
+        this.#tunnelServer.emit('connection', socket);
+        socket.resume();
+        return;
+      }
+      const what = { scheme: 'https' as const, port: originalPort ?? 443, agentId: identity.agentId };
+      if (result.state !== 'ok') {
+        if (bytes.length === 0) {
+          // Opened and closed (or left idle) without a byte: a port probe, nothing to decide or record.
+          socket.destroy();
+          return;
+        }
+        const reason = result.reason === 'timeout' ? 'client_hello_timeout' : 'bad_client_hello';
+        this.#drop(socket, { status: 400, decision: 'deny', stage: 'intercept', reason, message: '', requestId }, null, what);
+        return;
+      }
+      const sni = targetFromSni(result.serverName, originalPort);
+      if (!sni.ok) {
+        this.#drop(socket, { status: 400, decision: 'deny', stage: 'intercept', reason: sni.reason, message: sni.message, requestId }, null, what);
+        return;
+      }
+      // Both paths below read the ClientHello again (cheap, once per connection) and check it against the target.
+      socket.unshift(bytes);
+      if (this.#opts.bypassHosts.some((p) => hostPatternMatches(p, sni.target.host))) {
+        void this.#blindTunnel(socket, requestId, identity, sni.target, true);
+      } else {
+        void this.#mitm(socket, requestId, identity, sni.target);
+      }
+    });
+  }
+
   // ---------------------------------------------------------------- WebSocket upgrades
 
   #onForwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -699,7 +798,7 @@ export class Interceptor {
     }
     const resolved = this.#tunnelTarget(req, tunnel);
     if (!resolved.ok) return this.#reply(socket, { ...resolved.reply, requestId });
-    this.#handleUpgrade(req, socket, head, requestId, tunnel.identity, tunnel.target, resolved.pathAndQuery);
+    this.#handleUpgrade(req, socket, head, requestId, tunnel.identity, resolved.target, resolved.pathAndQuery);
   }
 
   #handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string, identity: Identity, target: Target, pathAndQuery: string): void {

@@ -8,6 +8,7 @@ import { parseConfigText } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
 import { Sidecar } from '../../src/sidecar.js';
 import type { LookupFunction } from '../../src/connector/ssrf.js';
+import type { OriginalDestinationLookup } from '../../src/intercept/original-dst.js';
 import { upstreamPki } from './pki.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
@@ -18,6 +19,8 @@ export interface TestSidecar {
   readonly proxyUrl: string;
   readonly proxyPort: number;
   readonly adminUrl: string;
+  /** The transparent listener's port on 127.0.0.1 (`transparent: true`), else null. */
+  readonly transparentPort: number | null;
   readonly caPem: string;
   readonly caPath: string;
   readonly dir: string;
@@ -83,6 +86,10 @@ export interface TestSidecarOptions {
   readonly connector?: string;
   /** Name resolution for upstream dials (tests of the SSRF guard). */
   readonly lookup?: LookupFunction;
+  /** Also start the transparent listener on 127.0.0.1:0. */
+  readonly transparent?: boolean;
+  /** How the transparent listener learns a connection's original port (loopback tests redirect nothing). */
+  readonly originalDestination?: OriginalDestinationLookup | null;
 }
 
 export async function startTestSidecar(extraToml = '', sections: TestSidecarOptions = {}): Promise<TestSidecar> {
@@ -94,6 +101,7 @@ drain_timeout_ms = 2000
 ${sections.sidecar ?? ''}
 [sidecar.interceptor]
 listen = "127.0.0.1:0"
+${sections.transparent === true ? 'transparent_listen = "127.0.0.1:0"' : ''}
 [sidecar.interceptor.mitm]
 ca_dir = "certs"
 ${sections.mitm ?? ''}
@@ -121,6 +129,7 @@ ${extraToml}
     log,
     upstreamCaPems: [upstreamPki().caPem],
     ...(sections.lookup !== undefined ? { lookup: sections.lookup } : {}),
+    ...(sections.originalDestination !== undefined ? { originalDestination: sections.originalDestination } : {}),
   });
   const caPath = sidecar.ca.certPath;
   return {
@@ -128,6 +137,7 @@ ${extraToml}
     proxyUrl: `http://127.0.0.1:${sidecar.proxyAddress.port}`,
     proxyPort: sidecar.proxyAddress.port,
     adminUrl: `http://127.0.0.1:${sidecar.adminAddress.port}`,
+    transparentPort: sidecar.transparentAddress?.port ?? null,
     caPem: readFileSync(caPath, 'utf8'),
     caPath,
     dir,
@@ -151,8 +161,13 @@ export interface SidecarProcess {
  * `firma start` as a real process (what `npm start` runs). Waits for the "ready" log line and reads
  * the bound ports from it.
  */
-export async function spawnSidecar(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): Promise<SidecarProcess> {
-  const proc = spawn(process.execPath, [CLI, ...args], {
+export async function spawnSidecar(
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv; /** Runs `node` through this (e.g. `ip netns exec NS setpriv …`). */ prefix?: string[] },
+): Promise<SidecarProcess> {
+  const prefix = opts.prefix ?? [];
+  const argv = [...prefix.slice(1), process.execPath, CLI, ...args];
+  const proc = spawn(prefix[0] ?? process.execPath, prefix.length === 0 ? [CLI, ...args] : argv, {
     cwd: opts.cwd,
     env: { ...process.env, NODE_EXTRA_CA_CERTS: upstreamPki().caPath, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

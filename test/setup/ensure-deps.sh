@@ -7,6 +7,12 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Transparent mode in network namespaces (test/transparent-netns.test.ts): ip netns, veth, iptables REDIRECT.
+# Only root can build namespaces; without root that test skips, so these are not required then.
+if [[ $(id -u) -eq 0 ]]; then
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+fi
 # Debian's python3-requests serves /usr/bin/python3 (the python3 first on PATH may be another one).
 if [[ ! -x /usr/bin/python3 ]] || ! /usr/bin/python3 -c 'import requests' >/dev/null 2>&1; then
   missing+=(python3-requests)
