@@ -14,6 +14,7 @@ import { HostPolicies } from './connector/host-policy.js';
 import { createRateLimiter } from './connector/rate-limit.js';
 import { createCredentialInjector } from './connector/credentials.js';
 import { EgressGuard, type LookupFunction } from './connector/ssrf.js';
+import { Metrics } from './admin/metrics.js';
 
 export interface SidecarStartOptions {
   readonly config: FirmaConfig;
@@ -76,6 +77,8 @@ export class Sidecar {
     const { ca, created } = initCa(config.sidecar.interceptor.mitm.ca_dir);
     if (created) log.info({ ca_cert: ca.certPath }, 'created a new local CA; give agents its certificate (firma ca export --env)');
     const decisions = createPipeline(config, log);
+    // One registry per sidecar (never prom-client's global one): sidecars in one process stay apart.
+    const metrics = new Metrics({ hosts: config.sidecar.connector.hosts });
     const a = config.audit;
     const writer = AuditWriter.open({
       path: a.path,
@@ -83,12 +86,13 @@ export class Sidecar {
       fsync: a.fsync,
       fsyncIntervalMs: a.fsync_interval_ms,
       maxFileBytes: a.max_file_bytes,
+      metrics,
       onStateChange: (available, err) => {
         if (available) log.warn({ audit: a.path }, 'audit log writable again: dispatching resumes');
         else log.error({ audit: a.path, code: errorCode(err) }, 'audit log cannot be written: refusing requests (fail closed)');
       },
     });
-    const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null });
+    const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null, metrics });
     const leafCerts = new LeafCertificates(ca);
     const hosts = new HostPolicies(config.sidecar.connector);
     const buckets = hosts.buckets();
@@ -106,6 +110,7 @@ export class Sidecar {
       limiter,
       credentials,
       guard,
+      metrics,
       ...(opts.upstreamCaPems !== undefined ? { extraCaPems: opts.upstreamCaPems } : {}),
     });
     const interceptor = new Interceptor({
@@ -120,12 +125,16 @@ export class Sidecar {
       connector,
       log,
     });
+    metrics.setInFlightSource(() => interceptor.inFlight);
+    metrics.setLeafCertificateSource(() => leafCerts.stats);
+    metrics.setAuditAvailableSource(() => audit.available);
     let sidecar: Sidecar | null = null;
     const admin = new AdminServer({
       host: config.sidecar.admin.listen.host,
       port: config.sidecar.admin.listen.port,
       log,
       readiness: () => sidecar?.readiness() ?? { startup: { ok: false, detail: 'starting' } },
+      metrics,
     });
     const proxyAddress = await interceptor.listen();
     let adminAddress: AddressInfo;

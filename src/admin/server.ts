@@ -10,6 +10,14 @@ export interface AdminOptions {
   readonly port: number;
   readonly log: Logger;
   readonly readiness: () => ReadinessReport;
+  /** Prometheus exposition for `GET /metrics` (404 when absent). */
+  readonly metrics?: MetricsExposition;
+}
+
+/** What `GET /metrics` serves: prom-client's text format and its content type. */
+export interface MetricsExposition {
+  readonly contentType: string;
+  render(): Promise<string>;
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -70,8 +78,32 @@ export class AdminServer {
         json(res, ready ? 200 : 503, { ready, checks });
         return;
       }
+      case '/metrics':
+        if (this.#opts.metrics !== undefined) {
+          this.#metrics(res, this.#opts.metrics);
+          return;
+        }
+        json(res, 404, { error: 'not_found' });
+        return;
       default:
         json(res, 404, { error: 'not_found' });
     }
+  }
+
+  #metrics(res: ServerResponse, metrics: MetricsExposition): void {
+    metrics.render().then(
+      (text) => {
+        res.writeHead(200, {
+          'content-type': metrics.contentType,
+          'content-length': Buffer.byteLength(text),
+          'cache-control': 'no-store',
+        });
+        res.end(text);
+      },
+      (err: unknown) => {
+        this.#opts.log.error({ err }, 'metrics could not be collected');
+        json(res, 500, { error: 'metrics_unavailable' });
+      },
+    );
   }
 }

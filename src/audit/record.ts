@@ -5,6 +5,7 @@ import type { SidecarReply } from '../intercept/respond.js';
 import type { AuditWriter } from './writer.js';
 import type { AuditDecision, AuditEventBody, AuditLifecycleEvent, DecisionBody } from './events.js';
 import { redactQuery } from './events.js';
+import type { RequestMetrics } from '../admin/metrics.js';
 
 const AUDIT_UNAVAILABLE: SidecarReply = {
   status: 503,
@@ -23,10 +24,16 @@ const AUDIT_UNAVAILABLE: SidecarReply = {
 export class AuditRecorder {
   readonly #writer: AuditWriter;
   readonly #log: Logger | null;
+  readonly #metrics: RequestMetrics | null;
 
-  constructor(writer: AuditWriter, opts: { stdout?: Logger | null } = {}) {
+  /**
+   * `metrics` counts every decision and outcome from the very labels written to the audit log, so the
+   * `/metrics` counters and the log cannot disagree about what happened.
+   */
+  constructor(writer: AuditWriter, opts: { stdout?: Logger | null; metrics?: RequestMetrics | null } = {}) {
     this.#writer = writer;
     this.#log = opts.stdout ?? null;
+    this.#metrics = opts.metrics ?? null;
   }
 
   get available(): boolean {
@@ -38,6 +45,8 @@ export class AuditRecorder {
   }
 
   #append(body: AuditEventBody): boolean {
+    // Counted whether or not the log takes the event: the request was decided (or refused) either way.
+    if (body.type === 'decision') this.#metrics?.decision(body.decision, body.stage, body.reason);
     const ok = this.#writer.append(body);
     if (ok && this.#log !== null) this.#log.info({ audit: body }, 'audit');
     return ok;
@@ -113,6 +122,7 @@ export class AuditRecorder {
 
   /** The outcome event, when the response has finished streaming or the dispatch failed. */
   outcome(d: Decision, o: DispatchOutcome, durationMs: number): void {
+    this.#metrics?.outcome(d.envelope.kind, d.envelope.target, o.upstreamStatus, o.error, durationMs);
     this.#append({
       type: 'outcome',
       request_id: d.envelope.requestId,
