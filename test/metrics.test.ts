@@ -258,4 +258,12 @@ t.test('Metrics: reason labels are capped, pending approvals come from the wired
   t.equal(valueOf(f3, 'firma_upstream_responses_total', { host: 'other', class: '2xx' }), 1, 'a dropped host is "other" now');
   t.equal(valueOf(f3, 'firma_rate_limit_wait_seconds_count', { host: 'api.example.com:8443' }), 1);
   t.equal(valueOf(f3, 'firma_rate_limit_waits_total', { host: 'api.example.com:8443' }), 0, 'granted at once is not a wait');
+  // Reloading the same list again (and a host literally named "other") loses nothing, duplicates nothing.
+  m2.setHosts([
+    { host: { host: 'api.example.com', port: 8443, text: 'api.example.com:8443' }, rps: 10 },
+    { host: { host: 'other', port: null, text: 'other' } },
+  ]);
+  const f4 = parseExposition(await m2.render());
+  t.equal(valueOf(f4, 'firma_rate_limit_wait_seconds_count', { host: 'api.example.com:8443' }), 1, 'observations survive a reload');
+  t.equal(valueOf(f4, 'firma_upstream_responses_total', { host: 'other', class: '2xx' }), 1);
 });

@@ -89,7 +89,7 @@ export interface MetricsHost {
 /** Every per-host count of one host label, created up front. */
 interface HostCells {
   readonly label: string;
-  /** The host has a token bucket: its rate-limit series are exported. */
+  /** The host has (or had, before a reload) a token bucket: its rate-limit series are exported. */
   limited: boolean;
   /** Upstream responses by class, index = first digit - 1. */
   readonly responses: number[];
@@ -201,7 +201,7 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
     });
     const inFlight: Gauge = new Gauge({
       name: 'firma_requests_in_flight',
-      help: 'Requests and upgrades being decided or dispatched right now.',
+      help: 'Requests, WebSocket upgrades and blind tunnels in progress (being decided or dispatched).',
       registers,
       collect: () => inFlight.set(this.#inFlight()),
     });
@@ -283,11 +283,12 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
   setHosts(hosts: readonly MetricsHost[]): void {
     const byHost = new Map<string, Map<number, HostCells>>();
     const byLabel = new Map<string, HostCells>();
-    for (const cells of this.#allHosts) cells.limited = false;
     for (const { host: h, rps } of hosts) {
       const label = h.port === null ? h.host : `${h.host}:${h.port}`;
-      const cells = byLabel.get(label) ?? this.#allHosts.find((c) => c.label === label && c !== this.#other) ?? this.#cellsFor(label);
+      // A host literally named "other" shares the "other" series rather than duplicating them.
+      const cells = byLabel.get(label) ?? this.#allHosts.find((c) => c.label === label) ?? this.#cellsFor(label);
       byLabel.set(label, cells);
+      // Sticky: a series, once exported, stays (zero() would also wipe the histogram's observations).
       if (rps !== undefined && !cells.limited) {
         cells.limited = true;
         this.#waitHistogram.zero({ host: label });
