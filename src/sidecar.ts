@@ -20,6 +20,7 @@ import { ApprovalsApi } from './admin/approvals-api.js';
 import { webhookNotifier } from './admin/webhook.js';
 import { TransparentListener } from './intercept/transparent.js';
 import type { OriginalDestinationLookup } from './intercept/original-dst.js';
+import { Metrics } from './admin/metrics.js';
 
 export interface SidecarStartOptions {
   readonly config: FirmaConfig;
@@ -118,6 +119,9 @@ export class Sidecar {
       notify: (view) => notify?.(view),
     });
     const decisions = createPipeline(config, log, { approvals });
+    // One registry per sidecar (never prom-client's global one): sidecars in one process stay apart.
+    const metrics = new Metrics({ hosts: config.sidecar.connector.hosts });
+    metrics.setPendingApprovalsSource(() => approvals.pendingCount);
     const a = config.audit;
     const writer = AuditWriter.open({
       path: a.path,
@@ -125,12 +129,13 @@ export class Sidecar {
       fsync: a.fsync,
       fsyncIntervalMs: a.fsync_interval_ms,
       maxFileBytes: a.max_file_bytes,
+      metrics,
       onStateChange: (available, err) => {
         if (available) log.warn({ audit: a.path }, 'audit log writable again: dispatching resumes');
         else log.error({ audit: a.path, code: errorCode(err) }, 'audit log cannot be written: refusing requests (fail closed)');
       },
     });
-    const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null });
+    const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null, metrics });
     recorder = audit;
     const leafCerts = new LeafCertificates(ca);
     const hosts = new HostPolicies(config.sidecar.connector);
@@ -149,6 +154,7 @@ export class Sidecar {
       limiter,
       credentials,
       guard,
+      metrics,
       ...(opts.upstreamCaPems !== undefined ? { extraCaPems: opts.upstreamCaPems } : {}),
     });
     const interceptor = new Interceptor({
@@ -163,6 +169,9 @@ export class Sidecar {
       connector,
       log,
     });
+    metrics.setInFlightSource(() => interceptor.inFlight);
+    metrics.setLeafCertificateSource(() => leafCerts.stats);
+    metrics.setAuditAvailableSource(() => audit.available);
     let sidecar: Sidecar | null = null;
     const adminCfg = config.sidecar.admin;
     const tokens = new AdminTokens([
@@ -176,6 +185,7 @@ export class Sidecar {
       log,
       readiness: () => sidecar?.readiness() ?? { startup: { ok: false, detail: 'starting' } },
       approvals: new ApprovalsApi({ queue: approvals, tokens, log }),
+      metrics,
     });
     const proxyAddress = await interceptor.listen();
     let adminAddress: AddressInfo;

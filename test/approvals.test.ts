@@ -132,6 +132,8 @@ t.test('held request completes after approval via the API; events link the appro
     waiting: 1,
     state: 'pending',
   });
+  const scrape = async (): Promise<string> => (await request(`${sc.adminUrl}/metrics`)).body.text();
+  t.match(await scrape(), /^firma_approvals_pending 1$/m, '/metrics shows the held request');
   const one = await admin(sc, 'GET', `/approvals/${p.id}`);
   t.equal(one.status, 200);
   t.equal(one.json['id'], p.id);
@@ -141,6 +143,10 @@ t.test('held request completes after approval via the API; events link the appro
   t.equal(r.status, 200, 'the held call finishes with the upstream answer');
   t.equal(r.headers['x-upstream'], 'echo');
   t.equal(JSON.parse(r.body)['method'], 'POST');
+  const after = await scrape();
+  t.match(after, /^firma_approvals_pending 0$/m);
+  t.match(after, /^firma_requests_total\{decision="allow",stage="approval",reason="approved"\} 1$/m, 'the final decision is counted once');
+  t.notMatch(after, /decision="require_approval"/, 'the hold itself is not a request decision');
   const again = await admin(sc, 'POST', `/approvals/${p.id}/approve`);
   t.equal(again.status, 409, 'a second approve is refused: it is already approved');
   t.equal((await admin(sc, 'GET', `/approvals/${p.id}`)).json['state'], 'approved');

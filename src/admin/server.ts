@@ -13,6 +13,14 @@ export interface AdminOptions {
   readonly readiness: () => ReadinessReport;
   /** The approvals API and page (`/approvals…`, `/grants…`). */
   readonly approvals?: ApprovalsApi;
+  /** Prometheus exposition for `GET /metrics` (404 when absent). */
+  readonly metrics?: MetricsExposition;
+}
+
+/** What `GET /metrics` serves: prom-client's text format and its content type. */
+export interface MetricsExposition {
+  readonly contentType: string;
+  render(): Promise<string>;
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -26,7 +34,7 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 }
 
 /**
- * The admin listener (SPEC §3): liveness, readiness, the approvals API and page (and metrics). It is a separate
+ * The admin listener (SPEC §3): liveness, readiness, metrics, the approvals API and page. It is a separate
  * listener so the proxy port never serves anything but proxied traffic.
  */
 export class AdminServer {
@@ -79,8 +87,32 @@ export class AdminServer {
         json(res, ready ? 200 : 503, { ready, checks });
         return;
       }
+      case '/metrics':
+        if (this.#opts.metrics !== undefined) {
+          this.#metrics(res, this.#opts.metrics);
+          return;
+        }
+        json(res, 404, { error: 'not_found' });
+        return;
       default:
         json(res, 404, { error: 'not_found' });
     }
+  }
+
+  #metrics(res: ServerResponse, metrics: MetricsExposition): void {
+    metrics.render().then(
+      (text) => {
+        res.writeHead(200, {
+          'content-type': metrics.contentType,
+          'content-length': Buffer.byteLength(text),
+          'cache-control': 'no-store',
+        });
+        res.end(text);
+      },
+      (err: unknown) => {
+        this.#opts.log.error({ err }, 'metrics could not be collected');
+        json(res, 500, { error: 'metrics_unavailable' });
+      },
+    );
   }
 }

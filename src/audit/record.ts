@@ -5,6 +5,7 @@ import type { SidecarReply } from '../intercept/respond.js';
 import type { AuditWriter } from './writer.js';
 import type { AuditApprovalAction, AuditDecision, AuditEventBody, AuditGrant, AuditLifecycleEvent, DecisionBody } from './events.js';
 import { redactQuery } from './events.js';
+import type { RequestMetrics } from '../admin/metrics.js';
 
 const AUDIT_UNAVAILABLE: SidecarReply = {
   status: 503,
@@ -23,10 +24,16 @@ const AUDIT_UNAVAILABLE: SidecarReply = {
 export class AuditRecorder {
   readonly #writer: AuditWriter;
   readonly #log: Logger | null;
+  readonly #metrics: RequestMetrics | null;
 
-  constructor(writer: AuditWriter, opts: { stdout?: Logger | null } = {}) {
+  /**
+   * `metrics` counts every decision and outcome from the very labels written to the audit log, so the
+   * `/metrics` counters and the log cannot disagree about what happened.
+   */
+  constructor(writer: AuditWriter, opts: { stdout?: Logger | null; metrics?: RequestMetrics | null } = {}) {
     this.#writer = writer;
     this.#log = opts.stdout ?? null;
+    this.#metrics = opts.metrics ?? null;
   }
 
   get available(): boolean {
@@ -37,7 +44,9 @@ export class AuditRecorder {
     return this.#writer.headHash;
   }
 
-  #append(body: AuditEventBody): boolean {
+  #append(body: AuditEventBody, counted = true): boolean {
+    // Counted whether or not the log takes the event: the request was decided (or refused) either way.
+    if (counted && body.type === 'decision') this.#metrics?.decision(body.decision, body.stage, body.reason);
     const ok = this.#writer.append(body);
     if (ok && this.#log !== null) this.#log.info({ audit: body }, 'audit');
     return ok;
@@ -63,7 +72,8 @@ export class AuditRecorder {
    */
   held(h: Held, approvalId: string): boolean {
     if (!this.#writer.available) return false;
-    return this.#append(this.#decisionBody(h, null, approvalId));
+    // Not counted in firma_requests_total: the request's final decision is (the hold is firma_approvals_pending).
+    return this.#append(this.#decisionBody(h, null, approvalId), false);
   }
 
   /** An approval's step (SPEC §5 `approval` event). False when the log cannot take it. */
@@ -159,6 +169,7 @@ export class AuditRecorder {
 
   /** The outcome event, when the response has finished streaming or the dispatch failed. */
   outcome(d: Decision, o: DispatchOutcome, durationMs: number): void {
+    this.#metrics?.outcome(d.envelope.kind, d.envelope.target, o.upstreamStatus, o.error, durationMs);
     this.#append({
       type: 'outcome',
       request_id: d.envelope.requestId,

@@ -8,6 +8,7 @@ import type { AuditEvent, AuditEventBody } from './events.js';
 import { listRotated, rotatedName } from './files.js';
 import { loadOrCreateAuditKeys } from './keys.js';
 import { sealProblem, shapeProblem } from './verify.js';
+import type { AuditWriteMetrics } from '../admin/metrics.js';
 
 export type AuditFsync = 'always' | 'interval' | 'never';
 
@@ -25,6 +26,8 @@ export interface AuditWriterOptions {
   readonly maxFileBytes: number;
   /** Called when writing fails (false, error) and when it works again (true). */
   readonly onStateChange?: (available: boolean, err?: unknown) => void;
+  /** Batch write latency and failed attempts (`/metrics`). */
+  readonly metrics?: AuditWriteMetrics;
 }
 
 export class AuditWriterError extends FirmaError {
@@ -347,6 +350,7 @@ export class AuditWriter {
             continue;
           }
           let off = 0;
+          const started = performance.now();
           try {
             while (off < batch.length) off += await writeAsync(fd, batch, off, batch.length - off);
           } finally {
@@ -355,6 +359,7 @@ export class AuditWriter {
             if (off > 0) this.dirty = true;
           }
           if (this.opts.fsync === 'always') await fsyncAsync(fd);
+          this.opts.metrics?.auditWritten((performance.now() - started) / 1000);
           if (!this.avail) this.recovered();
         } else if (this.syncDue) {
           this.syncDue = false;
@@ -433,6 +438,7 @@ export class AuditWriter {
 
   private failed(err: unknown): void {
     this.lastError = err;
+    this.opts.metrics?.auditWriteFailed();
     const fd = this.fd;
     this.fd = null;
     if (fd !== null) close(fd, () => undefined);
@@ -464,6 +470,7 @@ export class AuditWriter {
       this.fileBytes = await sizeAsync(fd);
     } catch (err: unknown) {
       this.lastError = err;
+      this.opts.metrics?.auditWriteFailed();
       this.scheduleRetry();
       return;
     }

@@ -19,6 +19,7 @@ import type { RateLimiter } from './rate-limit.js';
 import type { CredentialInjector } from './credentials.js';
 import type { EgressGuard } from './ssrf.js';
 import { createGuardedConnect, dialTcp } from './dial.js';
+import type { RateLimitMetrics } from '../admin/metrics.js';
 
 export interface ConnectorOptions {
   /** Per-host timeouts and rate-limit buckets. */
@@ -31,6 +32,8 @@ export interface ConnectorOptions {
   readonly guard: EgressGuard;
   /** Extra trusted roots for upstream TLS, added to Node's bundled roots (and NODE_EXTRA_CA_CERTS). */
   readonly extraCaPems?: readonly string[];
+  /** Rate-limit waits and rejections per configured bucket (`/metrics`). */
+  readonly metrics?: RateLimitMetrics;
 }
 
 /** What happened to one dispatch; handed to the decision log line and, later, the audit outcome event. */
@@ -128,6 +131,7 @@ export class Connector {
     if (policy.bucket !== null && this.#opts.limiter !== null) {
       const got = await this.#opts.limiter.acquire(policy.bucket, deadline);
       if (!got.ok) {
+        this.#opts.metrics?.rateLimitRejected(policy.bucket, got.reason);
         const unavailable = got.reason === 'limiter_unavailable';
         const seconds = Math.max(1, Math.ceil(got.retryAfterMs / 1000));
         return {
@@ -148,6 +152,7 @@ export class Connector {
         };
       }
       waitedMs = got.waitedMs;
+      this.#opts.metrics?.rateLimitGranted(policy.bucket, waitedMs);
     }
     let credentials: ResolvedCredential[] | null = null;
     const injector = this.#opts.credentials;
