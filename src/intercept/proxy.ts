@@ -7,7 +7,8 @@ import type { Logger } from '../log.js';
 import type { Identity, RawRequest, Target, EnvelopeKind, Envelope } from '../normalize/envelope.js';
 import type { Decision, Denied } from '../enforce/decision.js';
 import type { Connector, DispatchOutcome, BufferedBody } from '../connector/connector.js';
-import { classificationFailed, type Pipeline } from '../enforce/pipeline.js';
+import { classificationFailed } from '../enforce/pipeline.js';
+import type { DecisionSource } from '../enforce/decision-set.js';
 import { readBoundedBody, extractBodyFields, hasRequestBody } from '../normalize/body.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Allowed } from '../enforce/decision.js';
@@ -24,11 +25,10 @@ export interface InterceptorOptions {
   /** Host patterns (`api.example.com`, `*.example.com`) tunnelled blind after a host-level decision. */
   readonly bypassHosts: readonly string[];
   readonly leafCerts: LeafCertificates;
-  readonly pipeline: Pipeline;
+  /** The pipeline and body limit, read once per request (hot reload swaps what it returns). */
+  readonly decisions: DecisionSource;
   /** Decision and outcome events; a decision that cannot be recorded is not dispatched. */
   readonly audit: AuditRecorder;
-  /** For rules with body_fields: how much of a JSON body is read before deciding. */
-  readonly bodyLimitBytes: number;
   readonly connector: Connector;
   readonly log: Logger;
   /** How long a fresh tunnel may take to send its first TLS bytes. */
@@ -273,7 +273,8 @@ export class Interceptor {
     req: IncomingMessage | null,
   ): Promise<{ decision: Decision; body: BufferedBody | null }> {
     const raw: RawRequest = { requestId, kind, identity, method, target, pathAndQuery };
-    const pipeline = this.#opts.pipeline;
+    // One snapshot per request: a reload meanwhile does not change what this request is decided under.
+    const { pipeline, bodyLimitBytes } = this.#opts.decisions.current();
     let envelope: Envelope;
     try {
       envelope = pipeline.classify(raw);
@@ -283,11 +284,11 @@ export class Interceptor {
     }
     let body: BufferedBody | null = null;
     if (req !== null && envelope.bodyFields.length > 0 && hasRequestBody(req)) {
-      const read = await readBoundedBody(req, this.#opts.bodyLimitBytes);
+      const read = await readBoundedBody(req, bodyLimitBytes);
       body = { prefix: read.prefix, complete: read.ok };
       if (!read.ok) {
         const message = read.reason === 'body_too_large'
-          ? `the request body is over ${this.#opts.bodyLimitBytes} bytes, the most read to check ${envelope.actionClass ?? 'this action'}`
+          ? `the request body is over ${bodyLimitBytes} bytes, the most read to check ${envelope.actionClass ?? 'this action'}`
           : 'the request body ended before it was complete';
         return { decision: pipeline.refuse(envelope, identity, 'policy', read.reason, message), body };
       }
