@@ -1,5 +1,5 @@
 import type { FirmaConfig } from '../config/index.js';
-import { ConfigError, formatConfigIssue, loadConfig } from '../config/index.js';
+import { ConfigError, firmaConfigJsonSchema, formatConfigIssue, loadConfig, type JsonSchema } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Connector } from '../connector/connector.js';
@@ -42,24 +42,33 @@ const RELOADABLE: readonly string[] = [
   'credentials',
   'vault',
 ];
+const CONFIG_SCHEMA = firmaConfigJsonSchema();
 /** Not configuration: where it was read from. */
 const IGNORED: readonly string[] = ['source', 'baseDir'];
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
-}
 
 function sameValue(a: unknown, b: unknown): boolean {
   const json = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x)) ?? 'undefined';
   return json(a) === json(b);
 }
 
-/** Dotted paths of the keys whose values differ (descending into tables; arrays compare whole). */
-export function changedKeys(a: unknown, b: unknown, prefix = ''): string[] {
-  if (isPlainObject(a) && isPlainObject(b)) {
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Dotted paths of the keys whose values differ. Descends into what `schema` (JSON Schema) declares as
+ * a table, so a key is reported as written in firma.toml (`sidecar.admin.listen`, not the fields of
+ * the address it parses to); arrays of tables compare whole.
+ */
+export function changedKeys(a: unknown, b: unknown, schema: JsonSchema, prefix = ''): string[] {
+  const props = schema['properties'];
+  if (isRecord(props) && isRecord(a) && isRecord(b)) {
     const out: string[] = [];
     for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
-      out.push(...changedKeys(a[k], b[k], prefix === '' ? k : `${prefix}.${k}`));
+      const sub = props[k];
+      const key = prefix === '' ? k : `${prefix}.${k}`;
+      if (isRecord(sub)) out.push(...changedKeys(a[k], b[k], sub as JsonSchema, key));
+      else if (!sameValue(a[k], b[k])) out.push(key);
     }
     return out;
   }
@@ -72,7 +81,7 @@ function covered(key: string, prefixes: readonly string[]): boolean {
 
 /** The keys of `next` that differ from the config the process started with and are not reloadable. */
 export function restartOnlyChanges(started: FirmaConfig, next: FirmaConfig): string[] {
-  return changedKeys(started, next).filter((k) => !covered(k, RELOADABLE) && !covered(k, IGNORED));
+  return changedKeys(started, next, CONFIG_SCHEMA).filter((k) => !covered(k, RELOADABLE) && !covered(k, IGNORED));
 }
 
 /** Every reason as `file:line:col: message` where the loaders know the place (what `firma check` prints). */
