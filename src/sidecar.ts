@@ -169,7 +169,7 @@ export class Sidecar {
 
   readiness(): Record<string, { ok: boolean; detail?: string }> {
     return {
-      config: { ok: true },
+      config: this.#reloader.lastRejection === null ? { ok: true } : { ok: true, detail: this.#reloader.lastRejection },
       ca: { ok: true },
       policies: { ok: true, detail: this.#reloader.decisions.current().policyHash },
       audit: this.audit.available ? { ok: true } : { ok: false, detail: 'audit log cannot be written' },

@@ -333,6 +333,7 @@ t.test('invalid policy, mapping and firma.toml are rejected with file:line:col; 
   rejected++;
   await load.finished;
   t.equal(await proxyless(`${sc.adminUrl}/readyz`), 200, 'readyz still 200');
+  t.match(sc.sidecar.readiness()['config']?.detail ?? '', /^last reload rejected: .*firma\.toml:\d+:1: sidecar\.mode/, 'readiness says why the file is not in effect');
   t.equal(sc.sidecar.readiness()['policies']?.detail, oldHash, 'the old policy hash is still in effect');
 
   await sc.sidecar.audit.flush();
@@ -351,6 +352,7 @@ t.test('invalid policy, mapping and firma.toml are rejected with file:line:col; 
   writeFileSync(firmaToml, goodToml);
   const fixed = await sc.sidecar.reload();
   t.same(fixed.ok ? [] : fixed.errors, [], 'accepted once fixed');
+  t.equal(sc.sidecar.readiness()['config']?.detail, undefined, 'and the rejection note is gone');
   t.equal((await proxyGet(sc.proxyPort, ok.hostPort, '/data/after-fix')).status, 403, 'FORBID_DATA now applies');
 });
 

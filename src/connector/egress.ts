@@ -24,11 +24,14 @@ function stableJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
 }
 
-export function buildEgress(config: FirmaConfig, log: Logger, previous: EgressParts | null = null): EgressParts {
+/**
+ * `redis` is the running process's `[redis]` table on reload (a restart-only setting: a changed URL in
+ * the file must not quietly move the buckets to another server).
+ */
+export function buildEgress(config: FirmaConfig, log: Logger, previous: EgressParts | null = null, redis: FirmaConfig['redis'] = config.redis): EgressParts {
   const hosts = new HostPolicies(config.sidecar.connector);
   const buckets = hosts.buckets().sort((a, b) => (a.bucket < b.bucket ? -1 : a.bucket > b.bucket ? 1 : 0));
-  // The Redis settings are restart-only, but a limiter built from them is compared with them anyway.
-  const limitsKey = stableJson([buckets, config.redis]);
+  const limitsKey = stableJson([buckets, redis]);
   const credentialsKey = stableJson([config.credentials, config.vault]);
   const connector = config.sidecar.connector;
   const longestWaitMs = Math.max(connector.default_timeout_ms, ...connector.hosts.map((h) => h.timeout_ms ?? 0));
@@ -38,7 +41,7 @@ export function buildEgress(config: FirmaConfig, log: Logger, previous: EgressPa
   if (previous !== null && previous.limitsKey === limitsKey) {
     limiter = previous.limiter;
   } else {
-    newLimiter = buckets.length === 0 ? null : createRateLimiter(buckets, config.redis, { log });
+    newLimiter = buckets.length === 0 ? null : createRateLimiter(buckets, redis, { log });
     limiter = newLimiter;
   }
   if (previous !== null && previous.credentialsKey === credentialsKey) {

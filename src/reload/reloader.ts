@@ -133,6 +133,7 @@ export class Reloader {
   /** Release of replaced parts, pending until requests that may hold them are over. */
   readonly #retiring = new Map<NodeJS.Timeout, () => Promise<void>>();
   #closed = false;
+  #lastRejection: string | null = null;
 
   constructor(opts: ReloaderOptions) {
     this.#started = opts.config;
@@ -154,6 +155,14 @@ export class Reloader {
   /** The config now in effect for the reloadable keys (restart-only keys: see `restartOnlyChanges`). */
   get config(): FirmaConfig {
     return this.#config;
+  }
+
+  /**
+   * The first reason the last reload was refused, while no later one was accepted (for /readyz, which
+   * stays ready: the running set is valid).
+   */
+  get lastRejection(): string | null {
+    return this.#lastRejection;
   }
 
   get watchedFolders(): string[] {
@@ -206,7 +215,7 @@ export class Reloader {
       config = path === null ? this.#started : loadConfig(path, this.#started.baseDir);
       setup = createPipeline(config, this.#log, { previous: this.#setup });
       try {
-        egress = buildEgress(config, this.#log, this.#egress);
+        egress = buildEgress(config, this.#log, this.#egress, this.#started.redis);
       } catch (err) {
         if (setup.verifier !== this.#setup.verifier) setup.close();
         throw err;
@@ -218,6 +227,7 @@ export class Reloader {
         `reload rejected, the running configuration keeps serving: ${errors[0] ?? 'unknown error'}${errors.length > 1 ? ` (+${errors.length - 1} more)` : ''}`,
       );
       this.#audit.lifecycle('reload', `rejected (${trigger}): ${clip(errors.join('; '))}`);
+      this.#lastRejection = `last reload rejected: ${errors[0] ?? 'unknown error'}`;
       this.#arm(); // a folder that reappeared is watched again
       return { ok: false, errors };
     }
@@ -235,6 +245,7 @@ export class Reloader {
     this.#setup = setup;
     this.#egress = egress;
     this.#config = config;
+    this.#lastRejection = null;
     // The verifier is the only pipeline part holding resources (a watch): a closed one still answers
     // correctly, so a request decided by the old snapshot a moment later is not affected.
     if (oldSetup.verifier !== setup.verifier) oldSetup.close();
