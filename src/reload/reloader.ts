@@ -238,7 +238,8 @@ export class Reloader {
     // The swap: two reference assignments in one synchronous step, so no request sees half of it.
     this.decisions.swap(next);
     this.#connector.setEgress(egress);
-    this.#log.level = config.sidecar.log_level;
+    // Only a changed key moves the level: an embedder's own choice survives reloads that do not touch it.
+    if (config.sidecar.log_level !== this.#config.sidecar.log_level) this.#log.level = config.sidecar.log_level;
 
     const oldSetup = this.#setup;
     const oldEgress = this.#egress;

@@ -77,6 +77,8 @@ export class ReloadWatcher {
   readonly #watched = new Map<string, Watched>();
   #debounceMs = 300;
   #timer: NodeJS.Timeout | null = null;
+  /** When the first event of the current burst came (performance.now()), or null between bursts. */
+  #burstStart: number | null = null;
   #closed = false;
 
   constructor(opts: { log: Logger; onChange: () => void }) {
@@ -149,14 +151,21 @@ export class ReloadWatcher {
     this.#schedule();
   }
 
-  /** Restart the quiet period: one reload after the last event of a burst. */
+  /**
+   * Restart the quiet period: one reload after the last event of a burst. A file rewritten without
+   * pause still reloads every 10 periods rather than never.
+   */
   #schedule(): void {
     if (this.#closed) return;
+    const now = performance.now();
+    this.#burstStart ??= now;
+    const wait = Math.max(0, Math.min(this.#debounceMs, this.#burstStart + this.#debounceMs * 10 - now));
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
       this.#timer = null;
+      this.#burstStart = null;
       if (!this.#closed) this.#onChange();
-    }, this.#debounceMs);
+    }, wait);
     this.#timer.unref();
   }
 }
