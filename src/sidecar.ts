@@ -97,7 +97,9 @@ export class Sidecar {
       ...(opts.lookup !== undefined ? { lookup: opts.lookup } : {}),
     });
     const connector = new Connector({
-      ...egress,
+      hosts: egress.hosts,
+      limiter: egress.limiter,
+      credentials: egress.credentials,
       guard,
       ...(opts.upstreamCaPems !== undefined ? { extraCaPems: opts.upstreamCaPems } : {}),
     });

@@ -165,10 +165,6 @@ export class Reloader {
     return this.#lastRejection;
   }
 
-  get watchedFolders(): string[] {
-    return this.#watcher.folders;
-  }
-
   reload(trigger: ReloadTrigger = 'api'): Promise<ReloadResult> {
     const run = this.#queue.then(() => this.#reload(trigger));
     this.#queue = run.catch(() => undefined);

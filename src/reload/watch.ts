@@ -86,11 +86,6 @@ export class ReloadWatcher {
     this.#onChange = opts.onChange;
   }
 
-  /** Folders watched right now (for tests and logs). */
-  get folders(): string[] {
-    return [...this.#watched.keys()].sort();
-  }
-
   /**
    * Watch exactly `specs` (an empty list stops watching). Existing watches on unchanged folders are
    * kept; a folder that cannot be watched now (missing) is tried again at the next arm.
