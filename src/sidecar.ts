@@ -10,9 +10,7 @@ import { createPipeline } from './enforce/setup.js';
 import { AuditWriter } from './audit/writer.js';
 import { AuditRecorder } from './audit/record.js';
 import { errorCode } from './errors.js';
-import { HostPolicies } from './connector/host-policy.js';
-import { createRateLimiter } from './connector/rate-limit.js';
-import { createCredentialInjector } from './connector/credentials.js';
+import { buildEgress } from './connector/egress.js';
 import { EgressGuard, type LookupFunction } from './connector/ssrf.js';
 import { ApprovalQueue, type ApprovalView } from './enforce/approval.js';
 import { AdminTokens } from './admin/auth.js';
@@ -21,6 +19,9 @@ import { webhookNotifier } from './admin/webhook.js';
 import { TransparentListener } from './intercept/transparent.js';
 import type { OriginalDestinationLookup } from './intercept/original-dst.js';
 import { Metrics } from './admin/metrics.js';
+import { Reloader, type ReloadResult, type ReloadTrigger } from './reload/reloader.js';
+
+export type { ReloadResult, ReloadTrigger } from './reload/reloader.js';
 
 export interface SidecarStartOptions {
   readonly config: FirmaConfig;
@@ -60,8 +61,7 @@ export class Sidecar {
   readonly #interceptor: Interceptor;
   readonly #connector: Connector;
   readonly #admin: AdminServer;
-  readonly #release: () => Promise<void>;
-  readonly #policyHash: string;
+  readonly #reloader: Reloader;
   /** The audit recorder (decision, outcome, lifecycle events). */
   readonly audit: AuditRecorder;
   /** Requests held for a person's approval, and standing grants. */
@@ -80,8 +80,7 @@ export class Sidecar {
     proxyAddress: AddressInfo;
     adminAddress: AddressInfo;
     transparent: { listener: TransparentListener; address: AddressInfo } | null;
-    release: () => Promise<void>;
-    policyHash: string;
+    reloader: Reloader;
   }) {
     this.config = parts.config;
     this.#log = parts.log;
@@ -95,8 +94,7 @@ export class Sidecar {
     this.adminAddress = parts.adminAddress;
     this.#transparent = parts.transparent?.listener ?? null;
     this.transparentAddress = parts.transparent?.address ?? null;
-    this.#release = parts.release;
-    this.#policyHash = parts.policyHash;
+    this.#reloader = parts.reloader;
   }
 
   static async start(opts: SidecarStartOptions): Promise<Sidecar> {
@@ -138,10 +136,7 @@ export class Sidecar {
     const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null, metrics });
     recorder = audit;
     const leafCerts = new LeafCertificates(ca);
-    const hosts = new HostPolicies(config.sidecar.connector);
-    const buckets = hosts.buckets();
-    const limiter = buckets.length === 0 ? null : createRateLimiter(buckets, config.redis, { log });
-    const { injector: credentials, close: closeCredentials } = createCredentialInjector(config);
+    const egress = buildEgress(config, log);
     // The guard must know the sidecar's own listeners (to refuse loops); they are bound just below.
     const listeners: Array<{ address: string; port: number }> = [];
     const guard = new EgressGuard({
@@ -150,21 +145,21 @@ export class Sidecar {
       ...(opts.lookup !== undefined ? { lookup: opts.lookup } : {}),
     });
     const connector = new Connector({
-      hosts,
-      limiter,
-      credentials,
+      hosts: egress.hosts,
+      limiter: egress.limiter,
+      credentials: egress.credentials,
       guard,
       metrics,
       ...(opts.upstreamCaPems !== undefined ? { extraCaPems: opts.upstreamCaPems } : {}),
     });
+    const reloader = new Reloader({ config, log, audit, connector, setup: decisions, egress, metrics });
     const interceptor = new Interceptor({
       listenHost: config.sidecar.interceptor.listen.host,
       listenPort: config.sidecar.interceptor.listen.port,
       defaultAgentId: config.sidecar.agent_id,
       bypassHosts: config.sidecar.interceptor.mitm.bypass_hosts,
       leafCerts,
-      pipeline: decisions.pipeline,
-      bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
+      decisions: reloader.decisions,
       audit,
       connector,
       log,
@@ -235,13 +230,9 @@ export class Sidecar {
       proxyAddress,
       adminAddress,
       transparent,
-      policyHash: decisions.rules.policy.policyHash,
-      release: async () => {
-        decisions.close();
-        await limiter?.close();
-        await closeCredentials();
-      },
+      reloader,
     });
+    reloader.watch();
     log.info(
       {
         proxy: `${proxyAddress.address}:${proxyAddress.port}`,
@@ -268,12 +259,21 @@ export class Sidecar {
 
   readiness(): Record<string, { ok: boolean; detail?: string }> {
     return {
-      config: { ok: true },
+      config: this.#reloader.lastRejection === null ? { ok: true } : { ok: true, detail: this.#reloader.lastRejection },
       ca: { ok: true },
-      policies: { ok: true, detail: this.#policyHash },
+      policies: { ok: true, detail: this.#reloader.decisions.current().policyHash },
       audit: this.audit.available ? { ok: true } : { ok: false, detail: 'audit log cannot be written' },
       proxy: this.#state === 'ready' ? { ok: true } : { ok: false, detail: this.#state },
     };
+  }
+
+  /**
+   * Re-read firma.toml, the mapping rules and the policies (SIGHUP and the file watch call this too).
+   * An invalid set is refused, logged and audited, and the running one keeps serving.
+   */
+  reload(trigger: ReloadTrigger = 'api'): Promise<ReloadResult> {
+    if (this.#state !== 'ready') return Promise.resolve({ ok: false, errors: [`the sidecar is ${this.#state}`] });
+    return this.#reloader.reload(trigger);
   }
 
   /** Drain in-flight requests for up to `drain_timeout_ms`, then close everything. Idempotent. */
@@ -283,7 +283,8 @@ export class Sidecar {
     // Held requests cannot outlive the process: deny them now (audited) so they end before the drain.
     const denied = this.approvals.shutdown();
     if (denied > 0) this.#log.info({ approvals: denied }, 'pending approvals denied at shutdown');
-    const grace = this.config.sidecar.drain_timeout_ms;
+    await this.#reloader.quiesce();
+    const grace = this.#reloader.config.sidecar.drain_timeout_ms;
     this.#log.info({ in_flight: this.#interceptor.inFlight, grace_ms: grace }, 'draining');
     // Stop taking redirected connections first; the ones already accepted are the interceptor's to drain.
     const transparentClosed = this.#transparent?.close();
@@ -296,7 +297,7 @@ export class Sidecar {
     } catch (err) {
       this.#log.error({ code: errorCode(err), err }, 'audit log not fully written at stop');
     }
-    await this.#release();
+    await this.#reloader.close();
     await this.#admin.close();
     this.#state = 'stopped';
     this.#log.info({ cut }, 'stopped');

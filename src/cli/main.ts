@@ -88,6 +88,11 @@ async function start(configFlag: string | undefined): Promise<void> {
       },
     );
   };
+  // SIGHUP reloads (the daemon convention) instead of ending the process. The reloader logs and audits
+  // the result either way, so nothing is left to do with it here.
+  process.on('SIGHUP', () => {
+    if (!stopping) void sidecar.reload('SIGHUP');
+  });
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('uncaughtException', (err) => {

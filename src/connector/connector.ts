@@ -21,13 +21,17 @@ import type { EgressGuard } from './ssrf.js';
 import { createGuardedConnect, dialTcp } from './dial.js';
 import type { RateLimitMetrics } from '../admin/metrics.js';
 
-export interface ConnectorOptions {
+/** The per-host settings a hot reload may replace (as one value: a request reads them once). */
+export interface EgressSettings {
   /** Per-host timeouts and rate-limit buckets. */
   readonly hosts: HostPolicies;
   /** Token buckets; null when no host has a rate limit. */
   readonly limiter: RateLimiter | null;
   /** Credentials to inject after allow; null when none are configured. */
   readonly credentials: CredentialInjector | null;
+}
+
+export interface ConnectorOptions extends EgressSettings {
   /** SSRF guard applied when a connection is dialled. */
   readonly guard: EgressGuard;
   /** Extra trusted roots for upstream TLS, added to Node's bundled roots (and NODE_EXTRA_CA_CERTS). */
@@ -101,15 +105,22 @@ function pathOf(allowed: Allowed): string {
 export class Connector {
   readonly #agent: Agent;
   readonly #opts: ConnectorOptions;
+  #egress: EgressSettings;
 
   constructor(opts: ConnectorOptions) {
     this.#opts = opts;
+    this.#egress = { hosts: opts.hosts, limiter: opts.limiter, credentials: opts.credentials };
     const ca = opts.extraCaPems !== undefined && opts.extraCaPems.length > 0 ? [...bundledAndEnvRoots(), ...opts.extraCaPems] : undefined;
     this.#agent = new Agent({
       connect: createGuardedConnect(opts.guard, { ...(ca !== undefined ? { ca } : {}), timeoutMs: MAX_CONNECT_MS }),
       keepAliveTimeout: 4_000,
       keepAliveMaxTimeout: 60_000,
     });
+  }
+
+  /** Hot reload: requests that have not started their preflight use `egress`; the others keep theirs. */
+  setEgress(egress: EgressSettings): void {
+    this.#egress = egress;
   }
 
   #check(allowed: Allowed): void {
@@ -125,11 +136,12 @@ export class Connector {
    */
   async #preflight(allowed: Allowed): Promise<Preflight> {
     const target = allowed.envelope.target;
-    const policy = this.#opts.hosts.for(target);
+    const egress = this.#egress; // read once: a reload meanwhile does not mix two sets of settings
+    const policy = egress.hosts.for(target);
     const deadline = performance.now() + policy.timeoutMs;
     let waitedMs = 0;
-    if (policy.bucket !== null && this.#opts.limiter !== null) {
-      const got = await this.#opts.limiter.acquire(policy.bucket, deadline);
+    if (policy.bucket !== null && egress.limiter !== null) {
+      const got = await egress.limiter.acquire(policy.bucket, deadline);
       if (!got.ok) {
         this.#opts.metrics?.rateLimitRejected(policy.bucket, got.reason);
         const unavailable = got.reason === 'limiter_unavailable';
@@ -155,7 +167,7 @@ export class Connector {
       this.#opts.metrics?.rateLimitGranted(policy.bucket, waitedMs);
     }
     let credentials: ResolvedCredential[] | null = null;
-    const injector = this.#opts.credentials;
+    const injector = egress.credentials;
     // Unclassified traffic let through unprotected never carries a credential.
     const entries = allowed.passthrough ? NONE : injector?.matchAll(target) ?? NONE;
     if (injector !== null && entries.length > 0) {

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { ensureSigningKey } from './tokens.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,11 +63,43 @@ export function ruleLocations(config: FirmaConfig): { rulesPaths: readonly strin
 export interface PipelineSetup {
   readonly pipeline: Pipeline;
   readonly rules: DecisionRules;
+  /** Stage 1 (null when `[sidecar.capabilities] required = false`); possibly shared with the next setup. */
+  readonly verifier: CapabilityVerifier | null;
+  /** Per-agent action counts; shared across reloads. */
+  readonly counters: ActionCounters;
+  readonly approvals: ApprovalQueue | null;
+  /** Closes the verifier (when a reload reused it, only the last setup holding it should close it). */
   close(): void;
 }
 
-/** Everything stage 1 and stage 2 need, from the config. */
-export function createPipeline(config: FirmaConfig, log: Logger, opts: { approvals?: ApprovalQueue | null } = {}): PipelineSetup {
+/** What a reload carries over from the running setup instead of building anew. */
+export interface PipelineReuse {
+  /**
+   * The running setup. Its action counters are always kept (a reload must not reset count-based
+   * policies); its verifier is kept, with its token cache and revocation watch, when the public key
+   * (path and bytes) and the revocation file are unchanged.
+   */
+  readonly previous?: PipelineSetup;
+  /** The approval stage (held requests and grants outlive a reload); default: the previous setup's. */
+  readonly approvals?: ApprovalQueue | null;
+}
+
+/** Which verifier a set of capability settings needs; equal keys can share one. */
+const verifierKeys = new WeakMap<CapabilityVerifier, string>();
+
+function verifierKey(caps: FirmaConfig['sidecar']['capabilities']): string | null {
+  let keyBytes: Buffer;
+  try {
+    keyBytes = readFileSync(caps.public_key_file);
+  } catch {
+    return null; // CapabilityVerifier.create reports it
+  }
+  const digest = createHash('sha256').update(keyBytes).digest('hex');
+  return JSON.stringify([caps.public_key_file, digest, caps.revocation_file]);
+}
+
+/** Everything stage 1 and stage 2 need, from the config. Throws ConfigError / FirmaError when invalid. */
+export function createPipeline(config: FirmaConfig, log: Logger, reuse: PipelineReuse = {}): PipelineSetup {
   const rules = loadDecisionRules(config);
   const caps = config.sidecar.capabilities;
   if (caps.required && !existsSync(caps.public_key_file) && !existsSync(caps.signing_key_file)) {
@@ -75,9 +108,7 @@ export function createPipeline(config: FirmaConfig, log: Logger, opts: { approva
     ensureSigningKey(caps.signing_key_file, caps.public_key_file);
     log.info({ public_key: caps.public_key_file }, 'created the capability signing key pair; issue tokens with `firma token issue`');
   }
-  const verifier = caps.required
-    ? CapabilityVerifier.create({ publicKeyFile: caps.public_key_file, revocationFile: caps.revocation_file, log })
-    : null;
+  // Read before the verifier exists, so a failure here leaves no watcher behind.
   let selfToken: string | null = null;
   if (caps.token_file !== '') {
     try {
@@ -86,9 +117,22 @@ export function createPipeline(config: FirmaConfig, log: Logger, opts: { approva
       throw new FirmaError('FIRMA_TOKEN_FILE_UNREADABLE', `cannot read [sidecar.capabilities] token_file ${caps.token_file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     }
   }
+  let verifier: CapabilityVerifier | null = null;
+  if (caps.required) {
+    const key = verifierKey(caps);
+    const running = reuse.previous?.verifier ?? null;
+    if (running !== null && key !== null && verifierKeys.get(running) === key) {
+      verifier = running;
+    } else {
+      verifier = CapabilityVerifier.create({ publicKeyFile: caps.public_key_file, revocationFile: caps.revocation_file, log });
+      if (key !== null) verifierKeys.set(verifier, key);
+    }
+  }
   if (rules.mapping.ruleCount === 0 && config.sidecar.mapping.default_protected) {
     log.warn({ rules_paths: config.sidecar.mapping.rules_paths }, 'no mapping rules loaded: every request will be denied as unclassified');
   }
+  const counters = reuse.previous?.counters ?? new ActionCounters();
+  const approvals = reuse.approvals !== undefined ? reuse.approvals : (reuse.previous?.approvals ?? null);
   const pipeline = new Pipeline({
     mode: config.sidecar.mode,
     defaultProtected: config.sidecar.mapping.default_protected,
@@ -96,13 +140,16 @@ export function createPipeline(config: FirmaConfig, log: Logger, opts: { approva
     capabilities: verifier,
     selfToken,
     policy: rules.policy,
-    counters: new ActionCounters(),
-    approvals: opts.approvals ?? null,
+    counters,
+    approvals,
     onError: (err, requestId) => log.error({ err, request_id: requestId }, 'enforcement failed; denied'),
   });
   return {
     pipeline,
     rules,
+    verifier,
+    counters,
+    approvals,
     close: () => {
       verifier?.close();
     },

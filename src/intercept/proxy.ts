@@ -7,7 +7,8 @@ import type { Logger } from '../log.js';
 import type { Identity, RawRequest, Target, EnvelopeKind, Envelope } from '../normalize/envelope.js';
 import type { Decision, Denied, Held } from '../enforce/decision.js';
 import type { Connector, DispatchOutcome, BufferedBody } from '../connector/connector.js';
-import { classificationFailed, type Pipeline } from '../enforce/pipeline.js';
+import { classificationFailed } from '../enforce/pipeline.js';
+import type { DecisionSnapshot, DecisionSource } from '../enforce/decision-set.js';
 import { readBoundedBody, extractBodyFields, hasRequestBody } from '../normalize/body.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Allowed } from '../enforce/decision.js';
@@ -25,11 +26,10 @@ export interface InterceptorOptions {
   /** Host patterns (`api.example.com`, `*.example.com`) tunnelled blind after a host-level decision. */
   readonly bypassHosts: readonly string[];
   readonly leafCerts: LeafCertificates;
-  readonly pipeline: Pipeline;
+  /** The pipeline and body limit, read once per request (hot reload swaps what it returns). */
+  readonly decisions: DecisionSource;
   /** Decision and outcome events; a decision that cannot be recorded is not dispatched. */
   readonly audit: AuditRecorder;
-  /** For rules with body_fields: how much of a JSON body is read before deciding. */
-  readonly bodyLimitBytes: number;
   readonly connector: Connector;
   readonly log: Logger;
   /** How long a fresh tunnel may take to send its first TLS bytes. */
@@ -294,7 +294,9 @@ export class Interceptor implements TransparentAcceptor {
     client: ServerResponse | Duplex,
   ): Promise<{ decision: Decision; body: BufferedBody | null }> {
     const raw: RawRequest = { requestId, kind, identity, method, target, pathAndQuery };
-    const pipeline = this.#opts.pipeline;
+    // One snapshot per request: a reload meanwhile does not change what this request is decided under.
+    const snapshot = this.#opts.decisions.current();
+    const { pipeline, bodyLimitBytes } = snapshot;
     let envelope: Envelope;
     try {
       envelope = pipeline.classify(raw);
@@ -304,11 +306,11 @@ export class Interceptor implements TransparentAcceptor {
     }
     let body: BufferedBody | null = null;
     if (req !== null && envelope.bodyFields.length > 0 && hasRequestBody(req)) {
-      const read = await readBoundedBody(req, this.#opts.bodyLimitBytes);
+      const read = await readBoundedBody(req, bodyLimitBytes);
       body = { prefix: read.prefix, complete: read.ok };
       if (!read.ok) {
         const message = read.reason === 'body_too_large'
-          ? `the request body is over ${this.#opts.bodyLimitBytes} bytes, the most read to check ${envelope.actionClass ?? 'this action'}`
+          ? `the request body is over ${bodyLimitBytes} bytes, the most read to check ${envelope.actionClass ?? 'this action'}`
           : 'the request body ended before it was complete';
         return { decision: pipeline.refuse(envelope, identity, 'policy', read.reason, message), body };
       }
@@ -323,7 +325,7 @@ export class Interceptor implements TransparentAcceptor {
     }
     const decision = await pipeline.decide(envelope, identity);
     if (decision.verdict !== 'hold') return { decision, body };
-    return this.#awaitApproval(pipeline, decision, req, client, body);
+    return this.#awaitApproval(snapshot, decision, req, client, body);
   }
 
   /**
@@ -331,7 +333,7 @@ export class Interceptor implements TransparentAcceptor {
    * limit) so identical requests can share one approval; the agent closing its connection cancels.
    */
   async #awaitApproval(
-    pipeline: Pipeline,
+    { pipeline, bodyLimitBytes }: DecisionSnapshot,
     held: Held,
     req: IncomingMessage | null,
     client: ServerResponse | Duplex,
@@ -339,7 +341,7 @@ export class Interceptor implements TransparentAcceptor {
   ): Promise<{ decision: Decision; body: BufferedBody | null }> {
     let body = buffered;
     if (body === null && req !== null && hasRequestBody(req)) {
-      const read = await readBoundedBody(req, this.#opts.bodyLimitBytes);
+      const read = await readBoundedBody(req, bodyLimitBytes);
       if (!read.ok && read.reason === 'body_incomplete') {
         return { decision: pipeline.refuse(held.envelope, held.identity, 'approval', 'body_incomplete', 'the request body ended before it was complete'), body: null };
       }
