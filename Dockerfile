@@ -3,7 +3,8 @@
 #
 #   docker build -t firma-sidecar .                              # the sidecar (default target)
 #   docker build --target iptables-init -t firma-iptables-init . # the Kubernetes init container (deploy/k8s)
-#   docker run --rm -p 127.0.0.1:9090:9090 firma-sidecar         # shipped firma.toml (loopback listeners)
+#   docker run --rm firma-sidecar                                # shipped firma.toml (container loopback)
+#   docker run --rm -v "$PWD/my:/etc/firma:ro" firma-sidecar start --config /etc/firma/firma.toml
 #
 # The sidecar runs as UID 1337 (user "firma"); deploy/k8s exempts exactly that UID from the iptables
 # redirect, so the two must stay equal (test/deploy.test.ts checks it).

@@ -7,6 +7,9 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Network namespaces + iptables (test/deploy.test.ts runs deploy/k8s/firma-iptables.sh for real).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 # Debian's python3-requests serves /usr/bin/python3 (the python3 first on PATH may be another one).
 if [[ ! -x /usr/bin/python3 ]] || ! /usr/bin/python3 -c 'import requests' >/dev/null 2>&1; then
   missing+=(python3-requests)
