@@ -647,6 +647,100 @@ t.test('deploy/k8s/create-secrets.sh makes the Secrets the Deployment mounts', {
   t.match(secrets.get('firma-capability')!.token!.toString(), /^v4\.public\./, 'a PASETO v4.public token');
   t.ok(existsSync(join(dir, 'signing', 'capability.key')), 'the signing key stays in FIRMA_SIGNING_DIR');
   t.notOk([...secrets.values()].some((s) => Object.keys(s).includes('capability.key')), 'no Secret carries the signing key');
+
+  // The pod's file layout, for real: in a private mount + network namespace, /etc holds exactly what the
+  // manifest mounts under /etc/firma (ConfigMaps from the generator files, Secrets from these manifests,
+  // group-readable by the fsGroup as the kubelet leaves them) and /var/lib/firma the emptyDirs. Then
+  // firma-ca-setup's command and the sidecar's args run as the manifest's UID, and /readyz must pass.
+  const podSkip = process.getuid?.() !== 0 ? 'needs root' : !hasCommand('unshare') || !hasCommand('setpriv') || !hasCommand('ip') ? 'needs unshare, setpriv and ip' : false;
+  t.test('the sidecar starts on the Deployment\'s mounts, Secrets and UID', { skip: podSkip }, async (t) => {
+    const pod = podSpec(findKind(k8sDocuments(), 'Deployment'));
+    const vols = volumesOf(pod);
+    const inits = containersOf(pod, 'initContainers');
+    const firma = inits.find((c) => c.name === 'firma')!.c;
+    const caSetup = inits.find((c) => c.name === 'firma-ca-setup')!.c;
+    const uid = Number(securityContext(firma).runAsUser);
+    const fsGroup = Number(obj(pod.securityContext, 'pod securityContext').fsGroup);
+    const kustomization = obj(parseYaml(readText('deploy', 'k8s', 'kustomization.yaml')), 'kustomization');
+    const generated = new Map(arr(kustomization.configMapGenerator, 'g').map((g) => [str(obj(g, 'g').name, 'name'), arr(obj(g, 'g').files, 'files').map((f) => str(f, 'f'))] as const));
+    const etc = join(dir, 'etc');
+    const emptyDirs: string[] = [];
+    for (const m of [...mounts(caSetup), ...mounts(firma)]) {
+      const v = vols.get(m.name)!;
+      if (v.emptyDir !== undefined) {
+        t.ok(m.mountPath.startsWith('/var/lib/firma/'), `emptyDir ${m.mountPath} under /var/lib/firma`);
+        emptyDirs.push(m.mountPath);
+        continue;
+      }
+      t.ok(m.mountPath.startsWith('/etc/firma/'), `${m.mountPath} under /etc/firma`);
+      const target = join(etc, m.mountPath.slice('/etc/'.length));
+      mkdirSync(target, { recursive: true });
+      if (v.configMap !== undefined) {
+        for (const f of generated.get(str(obj(v.configMap, 'cm').name, 'name'))!) writeFileSync(join(target, posix.basename(f)), readText('deploy', 'k8s', f));
+      } else {
+        const sec = obj(v.secret, 'secret');
+        const data = secrets.get(str(sec.secretName, 'secretName'))!;
+        const items = optArr(sec.items, 'items').map((i) => str(obj(i, 'i').key, 'key'));
+        for (const k of items.length > 0 ? items : Object.keys(data)) {
+          const f = join(target, k);
+          writeFileSync(f, data[k]!);
+          run('chown', [`0:${fsGroup}`, f]);
+          run('chmod', ['0440', f]); // defaultMode | the kubelet's fsGroup read bits
+        }
+      }
+    }
+    const args = arr(firma.args, 'args').map((a) => str(a, 'arg'));
+    const config = loadConfig(k8sConfigFile, REPO);
+    const script = `set -eu
+unset NODE_OPTIONS NODE_EXTRA_CA_CERTS
+ip link set lo up
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+for d in $EMPTY_DIRS; do mkdir -p "$d"; chown "$FIRMA_UID:$FS_GROUP" "$d"; chmod 2770 "$d"; done
+mount --bind "$POD_ETC" /etc
+setpriv --reuid="$FIRMA_UID" --regid="$FIRMA_UID" --groups="$FS_GROUP" /bin/sh -c "$CA_SETUP"
+echo "KEYMODE $(stat -c '%a %u' /var/lib/firma/certs/ca.key)"
+setpriv --reuid="$FIRMA_UID" --regid="$FIRMA_UID" --groups="$FS_GROUP" "$NODE" "$CLI" $FIRMA_ARGS >"$LOG" 2>&1 &
+pid=$!
+i=0
+until "$NODE" -e "fetch('http://127.0.0.1:$ADMIN_PORT/readyz').then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))"; do
+  i=$((i+1)); if [ "$i" -ge 150 ] || ! kill -0 "$pid" 2>/dev/null; then echo NOTREADY; kill "$pid" 2>/dev/null || true; exit 1; fi; sleep 0.2
+done
+echo READY
+"$NODE" -e "fetch('http://127.0.0.1:$ADMIN_PORT/healthz').then(r=>console.log('HEALTHZ '+r.status))"
+"$NODE" -e "require('http').request({host:'127.0.0.1',port:$PROXY_PORT,path:'http://unmapped.example/x',headers:{host:'unmapped.example'}},r=>{let b='';r.on('data',c=>b+=c);r.on('end',()=>console.log('PROXY '+r.statusCode+' '+JSON.parse(b).reason))}).end()"
+kill -TERM "$pid"
+set +e; wait "$pid"; echo "EXIT $?"
+`;
+    const log = join(dir, 'sidecar.log');
+    const r = spawnSync('unshare', ['-m', '-n', 'sh', '-c', script], {
+      encoding: 'utf8',
+      timeout: 90_000,
+      // The script unsets this runner's Node settings: tap's --import hooks (added to every child) would
+      // write into .tap as the sidecar UID, and NODE_EXTRA_CA_CERTS names a file under the hidden /etc.
+      env: {
+        ...process.env,
+        EMPTY_DIRS: emptyDirs.join(' '),
+        FIRMA_UID: String(uid),
+        FS_GROUP: String(fsGroup),
+        POD_ETC: etc,
+        CA_SETUP: arr(caSetup.command, 'command').map((c) => str(c, 'c')).at(-1)!,
+        NODE: process.execPath,
+        CLI,
+        FIRMA_ARGS: args.join(' '),
+        LOG: log,
+        ADMIN_PORT: String(config.sidecar.admin.listen.port),
+        PROXY_PORT: String(config.sidecar.interceptor.listen.port),
+      },
+    });
+    const sidecarLog = existsSync(log) ? readFileSync(log, 'utf8') : '';
+    t.equal(r.status, 0, `pod simulation: ${r.stdout}${r.stderr}\n${sidecarLog}`);
+    t.match(r.stdout, `KEYMODE 600 ${uid}`, 'firma-ca-setup leaves ca.key 0600, owned by the sidecar UID');
+    t.match(r.stdout, 'READY', '/readyz 200 with the pod layout');
+    t.match(r.stdout, 'HEALTHZ 200');
+    t.match(r.stdout, 'PROXY 403 unclassified', 'the explicit proxy decides (an unmapped host is denied)');
+    t.match(r.stdout, 'EXIT 0', 'SIGTERM: drained and exited 0');
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------
