@@ -945,12 +945,13 @@ t.test('demo: agent.mjs through a sidecar on the demo firma.toml gets allowed, d
     done = true;
   });
   for (let i = 0; i < 600 && !done; i++) {
-    const res = await fetch(`${adminUrl}/approvals`).catch(() => null);
+    const res = await fetch(`${adminUrl}/approvals`, { headers: { authorization: `Bearer ${adminToken}` } }).catch(() => null);
     if (res !== null && res.ok) {
-      const body = (await res.json()) as { pending?: Array<{ id?: string }> };
+      const body = (await res.json()) as { pending?: Array<{ id?: string; approval_id?: string }> };
       for (const p of body.pending ?? []) {
-        if (p.id === undefined) continue;
-        const a = await fetch(`${adminUrl}/approvals/${encodeURIComponent(p.id)}/approve`, {
+        const id = p.id ?? p.approval_id;
+        if (id === undefined) continue;
+        const a = await fetch(`${adminUrl}/approvals/${encodeURIComponent(id)}/approve`, {
           method: 'POST',
           headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
           body: '{}',
