@@ -102,7 +102,7 @@ if (process.env.DEMO_SKIP_APPROVAL !== '1') {
   await watcher;
   report('POST /tickets/42/refund', r, (x) => {
     if (x.status === 200) return x.json !== null && x.json.refunded === true; // approved
-    // Denied by the approver, timed out, or (a build without held approvals) refused at once.
+    // Denied by the approver, or nobody answered in time.
     return x.status === 403 && x.json !== null && ['approval_required', 'approval_denied', 'approval_timeout'].includes(x.json.reason);
   });
 }
