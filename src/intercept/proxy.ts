@@ -55,8 +55,9 @@ type TargetResult =
   | { readonly ok: false; readonly reply: Omit<SidecarReply, 'requestId'> };
 
 const HTTP_PREFIX = 'http://';
-const EMPTY_BODY_HASH = createHash('sha256').digest('hex');
 const HTTPS_PREFIX = 'https://';
+/** Held requests without a body share approvals under this body hash. */
+const EMPTY_BODY_HASH = createHash('sha256').digest('hex');
 const WS_SCHEME = /^ws:\/\//i;
 /** An HTTP/1.x request line start: a method token then a space. */
 const HTTP_REQUEST_LINE = /^[A-Z]{3,10} /;
