@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { canonicalJson, chainHash, GENESIS_HASH, signHash, verifyHashSig } from '../src/audit/chain.js';
-import { WorkerSigner } from '../src/audit/signer.js';
+import { createSigner, WorkerSigner } from '../src/audit/signer.js';
 import { redactQuery, type AuditEvent, type AuditEventBody } from '../src/audit/events.js';
 import { loadOrCreateAuditKeys } from '../src/audit/keys.js';
 import { filterEvent, formatEventLine } from '../src/audit/tail.js';
@@ -290,6 +290,18 @@ t.test('signing worker: signatures verify and keep their order; a dying worker f
     })));
     t.same(results, [true, true, true, true], `${label}: every signature verifies`);
     t.same(order, [0, 1, 2, 3], `${label}: answered in order`);
+    await signer.close();
+  }
+});
+
+t.test('signer choice: inline on one CPU (no thread switch to pay for), a worker with more', async (t) => {
+  const keys = loadOrCreateAuditKeys(setup().keyDir);
+  const h = Buffer.from(chainHash(GENESIS_HASH, 'x'), 'hex');
+  for (const cpus of [1, 2]) {
+    const signer = createSigner(keys.privateKey, cpus);
+    t.equal(signer instanceof WorkerSigner, cpus > 1, `${cpus} CPU(s)`);
+    const sig = await new Promise<Buffer>((resolve) => signer.sign(h, resolve));
+    t.ok(verifyHashSig(keys.publicKey, h.toString('hex'), sig.toString('base64')));
     await signer.close();
   }
 });

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { sign, type KeyObject } from 'node:crypto';
 
@@ -25,6 +26,19 @@ parentPort.on('message', (hashes) => {
   parentPort.postMessage(out, [out.buffer]);
 });
 `;
+
+/**
+ * The signer for this process: a worker thread when the process may run on more than one CPU; inline
+ * when it is confined to one (e.g. `taskset`/cpuset pinning), where a worker only adds a thread switch
+ * per batch (measured in the shared bench: +5–15 % CPU per request on one pinned core).
+ */
+export function createSigner(privateKey: KeyObject, cpus: number = availableParallelism()): HashSigner {
+  if (cpus > 1) return new WorkerSigner(privateKey);
+  return {
+    sign: (hashes, done) => done(signInline(privateKey, hashes)),
+    close: () => Promise.resolve(),
+  };
+}
 
 export function signInline(privateKey: KeyObject, hashes: Buffer): Buffer {
   const n = hashes.length / 32;

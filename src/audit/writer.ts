@@ -3,7 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { dirname } from 'node:path';
 import { FirmaError } from '../errors.js';
 import { canonicalJson, chainHash, GENESIS_HASH } from './chain.js';
-import { WorkerSigner, type HashSigner } from './signer.js';
+import { createSigner, type HashSigner } from './signer.js';
 import type { AuditEvent, AuditEventBody } from './events.js';
 import { listRotated, rotatedName } from './files.js';
 import { loadOrCreateAuditKeys } from './keys.js';
@@ -123,12 +123,12 @@ function readTail(file: string, publicKey: KeyObject): { seq: number; hash: stri
 
 /**
  * The single writer of the audit log. `append` decides the chain on the event loop, in call order (seq,
- * ts, prev_hash, hash: ~10 µs), and hands the hash to a signing worker thread (signer.ts); signed lines
- * come back in order, batched, and join the write queue. Ed25519 (~40–100 µs an event) so stays off
- * the event loop and off each request's critical path. One async loop writes batches with `fs.write`
- * to an O_APPEND fd. On a write error the unwritten bytes stay queued in order, `available` turns false,
- * and the loop retries every 250 ms (reopening the path) until a write succeeds, then logs
- * `audit_recovered`.
+ * ts, prev_hash, hash: ~10–20 µs) and hands the hash to the signer (signer.ts): a worker thread, so
+ * Ed25519 (~40–100 µs an event) stays off the event loop and each request's critical path, or inline
+ * when the process is confined to one CPU. Signed lines come back in order, batched, and join the write
+ * queue; one async loop writes batches with `fs.write` to an O_APPEND fd. On a write error the
+ * unwritten bytes stay queued in order, `available` turns false, and the loop retries every 250 ms
+ * (reopening the path) until a write succeeds, then logs `audit_recovered`.
  */
 export class AuditWriter {
   private seqN: number;
@@ -205,7 +205,7 @@ export class AuditWriter {
     } catch (err: unknown) {
       throw new AuditWriterError('FIRMA_AUDIT_OPEN', `cannot open audit file ${opts.path} (${errCode(err)})`, { cause: err });
     }
-    return new AuditWriter(opts, new WorkerSigner(keys.privateKey), {
+    return new AuditWriter(opts, createSigner(keys.privateKey), {
       seq: tail?.seq ?? 0,
       head: tail?.hash ?? GENESIS_HASH,
       fd,
