@@ -7,6 +7,18 @@ import type { AuditApprovalAction, AuditDecision, AuditEventBody, AuditGrant, Au
 import { redactQuery } from './events.js';
 import type { RequestMetrics } from '../admin/metrics.js';
 
+/** One step of an approval, as the approval stage reports it. */
+export interface ApprovalStep {
+  readonly approvalId: string;
+  readonly action: AuditApprovalAction;
+  /** The approver's configured name; null when no person acted. */
+  readonly approver: string | null;
+  readonly reason: string | null;
+  readonly requestId: string | null;
+  readonly agentId: string | null;
+  readonly grant?: AuditGrant | null;
+}
+
 const AUDIT_UNAVAILABLE: SidecarReply = {
   status: 503,
   decision: 'deny',
@@ -77,15 +89,7 @@ export class AuditRecorder {
   }
 
   /** An approval's step (SPEC §5 `approval` event). False when the log cannot take it. */
-  approval(step: {
-    approvalId: string;
-    action: AuditApprovalAction;
-    approver: string | null;
-    reason: string | null;
-    requestId: string | null;
-    agentId: string | null;
-    grant?: AuditGrant | null;
-  }): boolean {
+  approval(step: ApprovalStep): boolean {
     return this.#append({
       type: 'approval',
       request_id: step.requestId,

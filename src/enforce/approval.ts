@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Held } from './decision.js';
 import type { BodyValue } from '../normalize/envelope.js';
-import type { AuditApprovalAction, AuditGrant } from '../audit/events.js';
+import type { AuditGrant } from '../audit/events.js';
+import type { ApprovalStep } from '../audit/record.js';
 import { redactQuery } from '../audit/events.js';
 
 /**
@@ -67,15 +68,7 @@ export interface GrantView {
 /** Where approval steps are recorded; false = the log cannot take it (then nothing is held: fail closed). */
 export interface ApprovalAudit {
   held(held: Held, approvalId: string): boolean;
-  approval(step: {
-    approvalId: string;
-    action: AuditApprovalAction;
-    approver: string | null;
-    reason: string | null;
-    requestId: string | null;
-    agentId: string | null;
-    grant?: AuditGrant | null;
-  }): boolean;
+  approval(step: ApprovalStep): boolean;
 }
 
 export interface ApprovalQueueOptions {
