@@ -62,9 +62,21 @@ function readConfig(flag: string | undefined): FirmaConfig {
 async function start(configFlag: string | undefined): Promise<void> {
   const config = readConfig(configFlag);
   const log = createLogger(config.sidecar.log_level);
-  let sidecar: Sidecar;
+  let sidecar: Sidecar | null = null;
+  // SIGHUP reloads (the daemon convention) instead of ending the process. One that arrives while
+  // starting is kept and done once ready (files may have changed after they were read). The reloader
+  // logs and audits the result, so nothing is left to do with it here.
+  let stopping = false;
+  let hupWhileStarting = false;
+  process.on('SIGHUP', () => {
+    if (sidecar === null) hupWhileStarting = true;
+    else if (!stopping) void sidecar.reload('SIGHUP');
+  });
+  let started: Sidecar;
   try {
-    sidecar = await Sidecar.start({ config, log });
+    started = await Sidecar.start({ config, log });
+    sidecar = started;
+    if (hupWhileStarting) void started.reload('SIGHUP');
   } catch (err) {
     const code = errorCode(err);
     const message = err instanceof Error ? err.message : String(err);
@@ -72,7 +84,6 @@ async function start(configFlag: string | undefined): Promise<void> {
     log.flush();
     fail(`firma: cannot start: ${message}`);
   }
-  let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) {
       if (signal === 'SIGINT') process.exit(130);
@@ -80,7 +91,7 @@ async function start(configFlag: string | undefined): Promise<void> {
     }
     stopping = true;
     log.info({ signal }, 'shutdown requested');
-    sidecar.stop().then(
+    started.stop().then(
       () => log.flush(() => process.exit(0)),
       (err: unknown) => {
         log.error({ err }, 'error while stopping');
@@ -88,11 +99,6 @@ async function start(configFlag: string | undefined): Promise<void> {
       },
     );
   };
-  // SIGHUP reloads (the daemon convention) instead of ending the process. The reloader logs and audits
-  // the result either way, so nothing is left to do with it here.
-  process.on('SIGHUP', () => {
-    if (!stopping) void sidecar.reload('SIGHUP');
-  });
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('uncaughtException', (err) => {
