@@ -10,23 +10,65 @@ export const GENESIS_HASH = '0'.repeat(64);
  * lets the verifier recompute hashes from the file alone.
  */
 export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'string':
+      return jsonString(value);
+    case 'number':
+      // JSON.stringify's own text for numbers (NaN/Infinity → null, -0 → 0).
+      return Number.isFinite(value) ? (Object.is(value, -0) ? '0' : String(value)) : 'null';
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'object':
+      break;
+    default:
+      return JSON.stringify(value) ?? 'null';
+  }
   if (Array.isArray(value)) {
     let s = '[';
     for (let i = 0; i < value.length; i++) s += (i === 0 ? '' : ',') + canonicalJson(value[i]);
     return s + ']';
   }
   const obj = value as Record<string, unknown>;
+  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') return canonicalJson(JSON.parse(JSON.stringify(obj)) as unknown);
   const keys = Object.keys(obj).sort();
   let s = '{';
   let first = true;
   for (const k of keys) {
     const v = obj[k];
-    if (v === undefined) continue;
-    s += (first ? '' : ',') + JSON.stringify(k) + ':' + canonicalJson(v);
+    if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
+    s += (first ? '' : ',') + jsonString(k) + ':' + canonicalJson(v);
     first = false;
   }
   return s + '}';
+}
+
+/**
+ * `canonicalJson({ ...body, ...integrity })` without building that object (object spread of a ~20-key
+ * event costs ~13 µs in V8, canonicalising it ~4 µs): the keys of both, sorted, `integrity` winning a
+ * clash. `hash` and `sig` are never part of the hashed content, whoever passes them.
+ */
+export function canonicalEvent(body: Readonly<Record<string, unknown>>, integrity: Readonly<Record<string, unknown>>): string {
+  const keys = Object.keys(body);
+  for (const k of Object.keys(integrity)) if (!Object.hasOwn(body, k)) keys.push(k);
+  keys.sort();
+  let s = '{';
+  let first = true;
+  for (const k of keys) {
+    if (k === 'hash' || k === 'sig') continue;
+    const v = Object.hasOwn(integrity, k) ? integrity[k] : body[k];
+    if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
+    s += (first ? '' : ',') + jsonString(k) + ':' + canonicalJson(v);
+    first = false;
+  }
+  return s + '}';
+}
+
+/** Printable ASCII without `"` and `\`: JSON text is the string in quotes (the common case, ~20× faster). */
+const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+function jsonString(s: string): string {
+  return PLAIN_ASCII.test(s) ? `"${s}"` : JSON.stringify(s);
 }
 
 /** Canonical JSON of an event without its `hash` and `sig` (the hashed content). */

@@ -2,7 +2,7 @@ import { close, closeSync, constants, fstat, fstatSync, fsync, mkdirSync, open, 
 import type { KeyObject } from 'node:crypto';
 import { dirname } from 'node:path';
 import { FirmaError } from '../errors.js';
-import { canonicalJson, chainHash, GENESIS_HASH } from './chain.js';
+import { canonicalEvent, chainHash, GENESIS_HASH } from './chain.js';
 import { createSigner, type HashSigner } from './signer.js';
 import type { AuditEvent, AuditEventBody } from './events.js';
 import { listRotated, rotatedName } from './files.js';
@@ -123,7 +123,7 @@ function readTail(file: string, publicKey: KeyObject): { seq: number; hash: stri
 
 /**
  * The single writer of the audit log. `append` decides the chain on the event loop, in call order (seq,
- * ts, prev_hash, hash: ~10–20 µs) and hands the hash to the signer (signer.ts): a worker thread, so
+ * ts, prev_hash, hash: ~10 µs) and hands the hash to the signer (signer.ts): a worker thread, so
  * Ed25519 (~40–100 µs an event) stays off the event loop and each request's critical path, or inline
  * when the process is confined to one CPU. Signed lines come back in order, batched, and join the write
  * queue; one async loop writes batches with `fs.write` to an O_APPEND fd. On a write error the
@@ -250,10 +250,7 @@ export class AuditWriter {
   private seal(body: AuditEventBody): void {
     const seq = this.seqN + 1;
     const prev = this.head;
-    const event: Record<string, unknown> = { ...body, v: 1, seq, ts: new Date().toISOString(), prev_hash: prev };
-    delete event['hash'];
-    delete event['sig'];
-    const canonical = canonicalJson(event);
+    const canonical = canonicalEvent(body as unknown as Readonly<Record<string, unknown>>, { v: 1, seq, ts: new Date().toISOString(), prev_hash: prev });
     const hash = chainHash(prev, canonical);
     // The line is the canonical text plus hash and sig; the verifier re-canonicalises, so key order here is free.
     this.unsignedLines.push(`${canonical.slice(0, -1)},"hash":"${hash}","sig":"`);
