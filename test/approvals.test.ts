@@ -10,6 +10,7 @@ import { startTestSidecar, CLI, type TestSidecar } from './helpers/sidecar.js';
 import { curl, type CurlResult } from './helpers/clients.js';
 import { ApprovalQueue } from '../src/enforce/approval.js';
 import type { Held } from '../src/enforce/decision.js';
+import { issueToken, revokeToken } from '../src/enforce/tokens.js';
 
 const TOKEN_ENV = 'FIRMA_TEST_APPROVER_TOKEN';
 const TOKEN = 'approver-secret-7f3a9c2e';
@@ -479,3 +480,35 @@ function heldFor(agentId: string, actionClass: string, host: string): Held {
     },
   };
 }
+
+t.test('a token revoked while its request waits is denied even when the approval comes', async (t) => {
+  const sc = await startTestSidecar('', { rules: RULES, adminExtra: ADMIN, capabilities: 'required = true' });
+  t.teardown(() => sc.stop());
+  const keys = join(sc.dir, 'keys');
+  const issued = await issueToken({
+    signingKeyFile: join(keys, 'capability.key'),
+    publicKeyFile: join(keys, 'capability.pub'),
+    agent: 'agent-r',
+    actions: ['*'],
+    scope: '127.0.0.1',
+    ttlMs: 3_600_000,
+  });
+  const proxy = `http://agent-r:${issued.token}@127.0.0.1:${sc.proxyPort}`;
+  const held = curl(['--proxy', proxy, '-X', 'POST', '-H', 'content-type: application/json', '--data', '{"amount":8}', `${up.origin}/echo`]);
+  const [p] = await pendingWhen(sc, (p) => p.length === 1);
+  if (p === undefined) return t.fail('not pending');
+  revokeToken(join(keys, 'revoked.txt'), issued.jti);
+  // A low-risk call with the same token shows when the revocation has been picked up.
+  let reason = '';
+  for (let i = 0; i < 50 && reason !== 'token_revoked'; i++) {
+    const r = await curl(['--proxy', proxy, `${up.origin}/echo`]);
+    reason = r.status === 200 ? '' : String(body(r)['reason']);
+    if (reason !== 'token_revoked') await new Promise((res) => setTimeout(res, 100));
+  }
+  t.equal(reason, 'token_revoked');
+  t.equal((await admin(sc, 'POST', `/approvals/${p.id}/approve`)).status, 200);
+  const r = await held;
+  t.equal(r.status, 403, 'not sent: the capability was checked again');
+  t.match(body(r), { stage: 'capability', reason: 'token_revoked' });
+  t.match(String(body(r)['message']), 'checked again after the approval');
+});

@@ -154,10 +154,10 @@ t.test('stage 1 through HTTPS_PROXY=http://id:token@…: curl and Python, valid,
 
 t.test('stage 1: expired and revoked mid-run (firma token revoke, no restart)', async (t) => {
   const { sc, token } = await pipeSidecar(t);
-  const short = await token('agent-a', ['*'], '127.0.0.1', 1000);
+  const short = await token('agent-a', ['*'], '127.0.0.1', 3000);
   const proxy = `http://agent-a:${short.token}@127.0.0.1:${sc.proxyPort}`;
   t.equal((await curl(['--proxy', proxy, `${up.origin}/echo`])).status, 200);
-  await new Promise((r) => setTimeout(r, 1200));
+  await new Promise((r) => setTimeout(r, 3200));
   const expired = await curl(['--proxy', proxy, `${up.origin}/echo`]);
   t.equal(body(expired)['reason'], 'token_expired');
 

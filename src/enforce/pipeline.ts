@@ -136,6 +136,9 @@ export class Pipeline {
     try {
       const r = await queue.wait(held, opts);
       if (r.kind === 'approved') {
+        // Minutes may have passed: a token revoked or expired meanwhile denies, whatever the approver said.
+        const recheck = await this.#recheckCapability(held);
+        if (recheck !== null) return this.#deny(held.envelope, 'capability', recheck.reason, recheck.message, 403, { ...facts, approvalId: r.approvalId });
         this.#o.counters.record(held.identity.agentId, held.envelope.actionClass as string, this.#now());
         return allow(held.envelope, held.identity, { ...facts, approvalId: r.approvalId }, false, null, { via: r.via, approver: r.approver });
       }
@@ -144,6 +147,20 @@ export class Pipeline {
     } catch (err) {
       return this.#internal(held.envelope, 'approval', err);
     }
+  }
+
+  /** Stage 1 again for a request that waited: null when the capability still holds. */
+  async #recheckCapability(held: Held): Promise<{ reason: string; message: string } | null> {
+    const caps = this.#o.capabilities;
+    if (caps === null) return null;
+    const c = await caps.check({
+      agentId: held.identity.agentId,
+      token: held.identity.token ?? this.#o.selfToken,
+      actionClass: held.envelope.actionClass as string,
+      host: held.envelope.target.host,
+      path: held.envelope.normalizedPath,
+    });
+    return c.ok ? null : { reason: c.reason, message: `${c.message} (checked again after the approval)` };
   }
 
   #afterStage1(envelope: Envelope, identity: Identity, c: CapabilityCheck, token: string | null): Decision | Held {
