@@ -512,3 +512,29 @@ t.test('a token revoked while its request waits is denied even when the approval
   t.match(body(r), { stage: 'capability', reason: 'token_revoked' });
   t.match(String(body(r)['message']), 'checked again after the approval');
 });
+
+t.test('CLI grants: approve --grant-minutes --grant-host, `approvals grants` lists it, `approvals revoke` ends it', async (t) => {
+  const sc = await start();
+  t.teardown(() => sc.stop());
+  const flags = ['--admin', sc.adminUrl, '--config', join(sc.dir, 'firma.toml')];
+  const held = refund(sc, 12);
+  const [p] = await pendingWhen(sc, (p) => p.length === 1);
+  if (p === undefined) return t.fail('not pending');
+  const bad = await firma(['approvals', 'approve', p.id, '--grant-host', ...flags], sc.dir);
+  t.equal(bad.code, 2, '--grant-host alone is a usage error');
+  const ok = await firma(['approvals', 'approve', p.id, '--grant-minutes', '20', '--grant-host', '--reason', 'batch of refunds', ...flags], sc.dir);
+  t.equal(ok.code, 0, ok.stderr);
+  t.match(ok.stdout, /approved apr_\S+ \(1 waiting request released\); grant (grt_\S+) for local-agent payments\.refund host=127\.0\.0\.1 until \S+Z/);
+  t.equal((await held).status, 200);
+  const grantId = /grant (grt_\S+)/.exec(ok.stdout)?.[1] ?? '';
+  const listed = await firma(['approvals', 'grants', ...flags], sc.dir);
+  t.match(listed.stdout, new RegExp(`^${grantId}\\s+local-agent\\s+payments\\.refund\\s+host=127\\.0\\.0\\.1\\s+by=ops-oncall`, 'm'));
+  t.equal((await refund(sc, 13)).status, 200, 'the grant lets the next one through');
+  const revoked = await firma(['approvals', 'revoke', grantId, ...flags], sc.dir);
+  t.equal(revoked.code, 0, revoked.stderr);
+  t.match(revoked.stdout, `revoked grant ${grantId}`);
+  t.match((await firma(['approvals', 'grants', ...flags], sc.dir)).stdout, /^no standing grants$/m);
+  const again = await firma(['approvals', 'revoke', grantId, ...flags], sc.dir);
+  t.equal(again.code, 1);
+  t.match(again.stderr, `no active grant ${grantId}`);
+});
