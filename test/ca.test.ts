@@ -236,3 +236,32 @@ t.test('caEnvLines', async (t) => {
   t.equal(echoed, weird, 'the shell sees the exact path');
   t.ok(caEnvLines('rel/ca.crt')[0]!.includes(path.resolve('rel/ca.crt')), 'relative paths are made absolute');
 });
+
+t.test('key identifiers: SHA-1 of the EC point, computed without a JWK export (Node 20 deadlock)', async (t) => {
+  const { keyIdentifier } = await import('../src/intercept/ca.js');
+  const { publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = publicKey.export({ format: 'jwk' });
+  const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x ?? '', 'base64url'), Buffer.from(jwk.y ?? '', 'base64url')]);
+  t.equal(keyIdentifier(publicKey).toString('hex'), crypto.createHash('sha1').update(point).digest('hex'), 'RFC 5280 method 1');
+  t.throws(() => keyIdentifier(crypto.generateKeyPairSync('ed25519').publicKey), /P-256/);
+
+  // On Node 20.20, fresh EC keys + JWK exports under GC pressure deadlock the main thread within
+  // a second or two (this hung `firma ca init` in CI). The built module must survive the same loop.
+  const ca = path.join(import.meta.dirname, '..', 'dist', 'intercept', 'ca.js');
+  const script = `
+    import crypto from 'node:crypto';
+    import { keyIdentifier } from ${JSON.stringify(ca)};
+    const end = Date.now() + 2000;
+    let n = 0;
+    while (Date.now() < end) {
+      const { publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      for (let i = 0; i < 50; i++) keyIdentifier(publicKey);
+      n++;
+    }
+    console.log(n);`;
+  const out = execFileSync(process.execPath, ['--max-semi-space-size=1', '--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  t.ok(Number(out) > 0, `${out.trim()} keys, no deadlock`);
+});

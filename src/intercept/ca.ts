@@ -130,13 +130,23 @@ export function randomSerial(): Buffer {
   return b;
 }
 
-/** The subjectPublicKey BIT STRING contents (the EC point), for key identifiers. */
+/** DER of SubjectPublicKeyInfo { id-ecPublicKey, prime256v1 } up to the BIT STRING's first content byte. */
+const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
+
+/**
+ * The subjectPublicKey BIT STRING contents (the uncompressed EC point), for key identifiers.
+ * Read from the SPKI DER, not a JWK export: on Node 20 `export({ format: 'jwk' })` of an EC key can
+ * deadlock the main thread (it holds the key's mutex while allocating, and a GC run then destroys a
+ * key-generation job that takes the same mutex; reproduced on 20.20.2 with generateKeyPairSync +
+ * JWK export in a loop).
+ */
 function ecPoint(publicKey: crypto.KeyObject): Buffer {
-  const jwk = publicKey.export({ format: 'jwk' });
-  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || typeof jwk.x !== 'string' || typeof jwk.y !== 'string') {
+  const spki = publicKey.export({ type: 'spki', format: 'der' });
+  const point = spki.subarray(P256_SPKI_PREFIX.length);
+  if (spki.length !== P256_SPKI_PREFIX.length + 65 || !spki.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX) || point[0] !== 4) {
     throw new Error('expected an EC P-256 public key');
   }
-  return Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
+  return point;
 }
 
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING value. */
