@@ -470,7 +470,7 @@ t.test('reload applies mode, connector host limits, and reports restart-only key
 host = "${ok.hostPort}"
 rps = 1
 burst = 1
-timeout_ms = 50
+timeout_ms = 400
 `);
   const result = await sc.sidecar.reload();
   t.equal(result.ok, true, 'accepted');
