@@ -121,11 +121,13 @@ t.test('start refuses a world-readable or corrupt CA and never regenerates it', 
   t.match(open.stderr, /chmod 600/);
   chmodSync(key, 0o600);
   const original = readFileSync(cert, 'utf8');
-  writeFileSync(cert, '-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n');
+  const broken = '-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n';
+  writeFileSync(cert, broken);
   const corrupt = await firma(['start'], dir);
   t.equal(corrupt.code, 1);
   t.match(corrupt.stderr, /ca\.crt/);
-  t.not(readFileSync(cert, 'utf8'), original, 'left as it was: not silently replaced');
+  t.equal(readFileSync(cert, 'utf8'), broken, 'left as it was: not silently replaced');
+  t.not(broken, original);
 });
 
 t.test('built-in defaults when there is no firma.toml (what `npm start` runs from an empty folder)', async (t) => {

@@ -159,6 +159,12 @@ t.test('malformed requests get a 400 JSON answer and the sidecar keeps serving',
   const bad = await raw(sc.proxyPort, 'GET http://127.0.0.1:1/ HTTP/1.1\r\nProxy-Authorization: Bearer x\r\nHost: 127.0.0.1:1\r\n\r\n');
   t.match(bad, /^HTTP\/1\.1 407 /, 'non-Basic Proxy-Authorization → 407');
   t.match(bad, /proxy-authenticate: Basic realm="firma"/i);
+  const noHost = await raw(sc.proxyPort, `GET ${up.origin}/echo HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  t.match(noHost, /^HTTP\/1\.1 400 /, 'HTTP/1.1 without Host → 400');
+  t.match(noHost, /x-firma-request-id: /i);
+  t.equal(jsonBody(noHost)['reason'], 'missing_host', 'our JSON answer, not Node\'s bare 400');
+  const http10 = await raw(sc.proxyPort, `GET ${up.origin}/echo HTTP/1.0\r\n\r\n`);
+  t.match(http10, /^HTTP\/1\.[01] 200 /, 'HTTP/1.0 without Host: the absolute URI names the target');
   const ok = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo`]);
   t.equal(ok.status, 200, 'still serving');
 });

@@ -155,6 +155,10 @@ t.test('bypass_hosts: tunnelled blind (upstream certificate), SNI must match the
   await t.rejects(tlsThroughProxy(sc.proxyPort, authority, { ca: upstreamPki().caPem, servername: 'evil.example' }));
   t.equal(up.requests(), before);
   t.ok(sc.logs.some((l) => l.includes('"reason":"sni_mismatch"')), 'refusal logged with its reason');
+  // No SNI at all (servername '' makes Node omit it): a shared front would pick its default site.
+  await t.rejects(tlsThroughProxy(sc.proxyPort, authority, { ca: upstreamPki().caPem, servername: '', rejectUnauthorized: false }));
+  t.equal(up.requests(), before);
+  t.ok(sc.logs.some((l) => l.includes('"reason":"sni_missing"')), 'a ClientHello without SNI is refused');
   // curl, the way a user would see it.
   const r = await curl(['--proxy', sc.proxyUrl, '--cacert', upstreamPki().caPath, `https://localhost:${up.port}/echo`]);
   t.equal(r.status, 200, r.stderr);

@@ -270,13 +270,15 @@ function baseEnvelope(raw: RawRequest, normalize: boolean): Envelope {
 }
 
 /** A deny for a request whose classification threw; never an allow, in any mode. */
-export function classificationFailed(raw: RawRequest): Denied {
+export function classificationFailed(raw: RawRequest, stage: 'mapping' | 'policy' = 'mapping'): Denied {
   return {
     verdict: 'deny',
     envelope: baseEnvelope(raw, false),
-    stage: 'mapping',
+    stage,
     reason: 'internal_error',
-    message: 'the sidecar could not classify this request, so it was denied',
+    message: stage === 'mapping'
+      ? 'the sidecar could not classify this request, so it was denied'
+      : 'the sidecar could not decide on this request, so it was denied',
     status: 403,
     ...EMPTY_FACTS,
   };

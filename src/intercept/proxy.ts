@@ -110,7 +110,11 @@ function parseAbsoluteForm(url: string, scheme: 'http' | 'https'): TargetResult 
 /** The Host header must name the very target the sidecar decides on and connects to. */
 function checkHostHeader(req: IncomingMessage, target: Target): TargetResult | null {
   const hostHeader = req.headers.host;
-  if (hostHeader === undefined) return null; // HTTP/1.0 without Host: the target alone decides
+  if (hostHeader === undefined) {
+    // HTTP/1.0 without Host: the target alone decides. HTTP/1.1 must carry one (RFC 9112 3.2).
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return null;
+    return badRequest('missing_host', 'an HTTP/1.1 request must carry a Host header');
+  }
   const parsed = parseAuthority(hostHeader, target.scheme === 'http' ? 80 : 443);
   if (parsed === null || !sameAuthority(parsed, target)) {
     return badRequest('host_mismatch', 'the Host header does not match the request target');
@@ -147,9 +151,9 @@ export class Interceptor implements TransparentAcceptor {
       keepAliveTimeout: 30_000,
       maxHeaderSize: 32 * 1024,
     };
-    this.#server = http.createServer(serverOptions);
     // Node's own answer to an HTTP/1.1 request without Host is a bare 400 that never reaches us (so no
-    // JSON body, no audit event); #tunnelTarget gives that answer itself instead.
+    // JSON body, no audit event); checkHostHeader and #tunnelTarget give that answer themselves.
+    this.#server = http.createServer({ ...serverOptions, requireHostHeader: false });
     this.#tunnelServer = http.createServer({ ...serverOptions, requireHostHeader: false });
 
     this.#server.on('connection', (s: Socket) => this.#track(s));
@@ -297,14 +301,31 @@ export class Interceptor implements TransparentAcceptor {
     const raw: RawRequest = { requestId, kind, identity, method, target, pathAndQuery };
     // One snapshot per request: a reload meanwhile does not change what this request is decided under.
     const snapshot = this.#opts.decisions.current();
-    const { pipeline, bodyLimitBytes } = snapshot;
     let envelope: Envelope;
     try {
-      envelope = pipeline.classify(raw);
+      envelope = snapshot.pipeline.classify(raw);
     } catch (err) {
       this.#log.error({ err, request_id: requestId }, 'classification failed; denied');
       return { decision: classificationFailed(raw), body: null };
     }
+    try {
+      return await this.#decide(snapshot, envelope, identity, req, client);
+    } catch (err) {
+      // Every expected failure is a typed decision already; this is a bug. Deny, never crash.
+      this.#log.error({ err, request_id: requestId }, 'decision failed; denied');
+      return { decision: classificationFailed(raw, 'policy'), body: null };
+    }
+  }
+
+  async #decide(
+    snapshot: DecisionSnapshot,
+    classified: Envelope,
+    identity: Identity,
+    req: IncomingMessage | null,
+    client: ServerResponse | Duplex,
+  ): Promise<{ decision: Decision; body: BufferedBody | null }> {
+    const { pipeline, bodyLimitBytes } = snapshot;
+    let envelope = classified;
     let body: BufferedBody | null = null;
     if (req !== null && envelope.bodyFields.length > 0 && hasRequestBody(req)) {
       const read = await readBoundedBody(req, bodyLimitBytes);
@@ -463,7 +484,13 @@ export class Interceptor implements TransparentAcceptor {
             requestId,
           }, decision),
       }),
-    );
+    ).catch((err: unknown) => this.#bug(err, requestId, res));
+  }
+
+  /** A throw past the decision is a bug: log it and cut this exchange, never the process. */
+  #bug(err: unknown, requestId: string, client: ServerResponse | Duplex): void {
+    this.#log.error({ err, request_id: requestId }, 'request handling failed');
+    client.destroy();
   }
 
   /**
@@ -558,7 +585,7 @@ export class Interceptor implements TransparentAcceptor {
     const bypass = this.#opts.bypassHosts.some((p) => hostPatternMatches(p, target.host));
     if (head.length > 0) socket.unshift(head);
     if (bypass) {
-      void this.#blindTunnel(socket, requestId, identity, tunnelTarget);
+      this.#blindTunnel(socket, requestId, identity, tunnelTarget).catch((err: unknown) => this.#bug(err, requestId, socket));
     } else {
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       void this.#mitm(socket, requestId, identity, tunnelTarget);
@@ -665,6 +692,9 @@ export class Interceptor implements TransparentAcceptor {
     else if (result.serverName !== null) {
       const sni = parseHost(result.serverName);
       if (sni === null || sni.host !== target.host) refuse = 'sni_mismatch';
+    } else if (target.kind === 'dns') {
+      // Without SNI a shared front (a CDN) picks its default site, not the host that was decided on.
+      refuse = 'sni_missing';
     }
     if (refuse !== null) {
       // A blind tunnel cannot carry an HTTP answer; the reason goes to the log (and the audit).
@@ -769,7 +799,7 @@ export class Interceptor implements TransparentAcceptor {
       // Both paths below read the ClientHello again (cheap, once per connection) and check it against the target.
       socket.unshift(bytes);
       if (this.#opts.bypassHosts.some((p) => hostPatternMatches(p, sni.target.host))) {
-        void this.#blindTunnel(socket, requestId, identity, sni.target, true);
+        this.#blindTunnel(socket, requestId, identity, sni.target, true).catch((err: unknown) => this.#bug(err, requestId, socket));
       } else {
         void this.#mitm(socket, requestId, identity, sni.target);
       }
@@ -815,7 +845,7 @@ export class Interceptor implements TransparentAcceptor {
         dispatch: (allowed) => this.#opts.connector.upgrade(allowed, req, socket, head),
         failed: () => socket.destroy(),
       }),
-    );
+    ).catch((err: unknown) => this.#bug(err, requestId, socket));
   }
 
   // ---------------------------------------------------------------- malformed input
