@@ -214,6 +214,12 @@ t.test('stage 2: action-count rule (at most 3 deletes a minute) and body rule (r
   t.same(body(form)['policy_ids'], ['limit.refunds'], 'a form body is checked like JSON');
   const smallForm = await curl(['--proxy', proxy, '--data', 'amount=50&currency=usd', `${up.origin}/refunds`]);
   t.equal(smallForm.status, 404, 'allowed');
+  // A field the upstream could read differently cannot dodge the rule by being left out.
+  const repeated = await curl(['--proxy', proxy, '--data', 'amount=50&amount=50000&currency=usd', `${up.origin}/refunds`]);
+  t.same([repeated.status, body(repeated)['reason']], [403, 'body_field_ambiguous'], 'a repeated form key is refused');
+  t.match(String(body(repeated)['message']), /amount/);
+  const nested = await curl(['--proxy', proxy, '-H', 'content-type: application/json', '--data', '{"amount": {"value": 50000}}', `${up.origin}/refunds`]);
+  t.same([nested.status, body(nested)['reason']], [403, 'body_field_ambiguous'], 'an object where the amount should be is refused');
   const notJson = await curl(['--proxy', proxy, '-H', 'content-type: text/plain', '--data', 'amount: 500', `${up.origin}/refunds`]);
   t.equal(body(notJson)['reason'], 'body_not_json');
   const huge = await curl(['--proxy', proxy, '--data', JSON.stringify({ amount: 1, pad: 'x'.repeat(4000) }), `${up.origin}/refunds`]);

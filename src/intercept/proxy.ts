@@ -338,10 +338,11 @@ export class Interceptor implements TransparentAcceptor {
       }
       const fields = extractBodyFields(read.prefix, envelope.bodyFields, req.headers['content-type']);
       if (!fields.ok) {
-        return {
-          decision: pipeline.refuse(envelope, identity, 'policy', 'body_not_json', `${envelope.actionClass ?? 'this action'} is checked on its body, which must be a JSON object or form-encoded`),
-          body,
-        };
+        const what = envelope.actionClass ?? 'this action';
+        const message = fields.reason === 'body_not_json'
+          ? `${what} is checked on its body, which must be a JSON object or form-encoded`
+          : `${what} is checked on the body field ${fields.field}, which must appear once, as a single value`;
+        return { decision: pipeline.refuse(envelope, identity, 'policy', fields.reason, message), body };
       }
       envelope = pipeline.withBody(envelope, fields.values);
     }

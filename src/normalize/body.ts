@@ -53,7 +53,8 @@ export function readBoundedBody(req: IncomingMessage, limit: number): Promise<Bo
 
 export type FieldExtraction =
   | { readonly ok: true; readonly values: Readonly<Record<string, BodyValue>> }
-  | { readonly ok: false; readonly reason: 'body_not_json' };
+  | { readonly ok: false; readonly reason: 'body_not_json' }
+  | { readonly ok: false; readonly reason: 'body_field_ambiguous'; readonly field: string };
 
 const FORM = 'application/x-www-form-urlencoded';
 const INTEGER = /^-?[0-9]{1,15}$/;
@@ -62,8 +63,11 @@ const INTEGER = /^-?[0-9]{1,15}$/;
  * Values of the named fields (`amount`, `metadata.order_id`) from a JSON object body, or from a
  * form-encoded body (Stripe's API takes those), where a field is its key (`metadata[order_id]` is
  * written `metadata.order_id`) and a whole-number value becomes a number (forms have no types;
- * amounts are integers in minor units). Only scalar values reach policies; an absent or non-scalar
- * field is left out, so a policy tests `context.body has amount` before using it.
+ * amounts are integers in minor units). Only scalar values reach policies. An absent field is left
+ * out (a policy tests `context.body has amount`); a field the upstream could read differently from
+ * the sidecar is refused, since leaving it out would let `amount=50&amount=50000` or
+ * `{"amount": {"value": 50000}}` skip a rule on the amount: a repeated form key, or a JSON value
+ * that is an object or an array.
  */
 export function extractBodyFields(body: Buffer, fields: readonly string[], contentType?: string): FieldExtraction {
   if (contentType !== undefined && contentType.toLowerCase().startsWith(FORM)) return fromForm(body, fields);
@@ -82,6 +86,8 @@ export function extractBodyFields(body: Buffer, fields: readonly string[], conte
         ? (node as Record<string, unknown>)[part]
         : undefined;
     }
+    if (node === undefined) continue;
+    if (node !== null && typeof node === 'object') return { ok: false, reason: 'body_field_ambiguous', field };
     if (node === null || typeof node === 'string' || typeof node === 'number' || typeof node === 'boolean') values[field] = node;
   }
   return { ok: true, values };
@@ -95,8 +101,9 @@ function fromForm(body: Buffer, fields: readonly string[]): FieldExtraction {
     // Stripe-style nesting: metadata.order_id is sent as metadata[order_id].
     const key = dot === -1 ? field : `${field.slice(0, dot)}[${field.slice(dot + 1).replaceAll('.', '][')}]`;
     const all = form.getAll(key);
-    // A repeated key is ambiguous (which one would the upstream use?): leave it out rather than guess.
-    if (all.length !== 1) continue;
+    if (all.length === 0) continue;
+    // A repeated key is ambiguous (which one would the upstream use?): refuse rather than guess.
+    if (all.length > 1) return { ok: false, reason: 'body_field_ambiguous', field };
     const v = all[0] as string;
     values[field] = INTEGER.test(v) ? Number(v) : v;
   }
