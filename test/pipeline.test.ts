@@ -2,16 +2,23 @@ import t from 'tap';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
 import { startTestSidecar, CLI, DEFAULT_POLICY_TEXT, type TestSidecar } from './helpers/sidecar.js';
 import { curl, python } from './helpers/clients.js';
 import { issueToken, revokeToken } from '../src/enforce/tokens.js';
 
 let up: Upstream;
+let tlsUp: Upstream;
 t.before(async () => {
   up = await startUpstream();
+  tlsUp = await startUpstream({ tls: true });
 });
-t.teardown(() => up.close());
+t.teardown(async () => {
+  await up.close();
+  await tlsUp.close();
+});
 
 const RULES = `
 [[rules]]
@@ -175,6 +182,60 @@ t.test('stage 1: expired and revoked mid-run (firma token revoke, no restart)', 
   }
   t.equal(reason, 'token_revoked', 'revocation takes effect without a restart');
   revokeToken(join(sc.dir, 'keys', 'revoked.txt'), long.jti);
+});
+
+t.test('stage 1 inside CONNECT tunnels: HTTPS_PROXY with curl and Python; no token → 407 on the CONNECT itself', async (t) => {
+  const { sc, token } = await pipeSidecar(t, { policies: { 'default.cedar': DEFAULT_POLICY_TEXT } });
+  const good = await token('agent-a', ['demo.read'], '127.0.0.1/echo');
+  const proxy = `http://agent-a:${good.token}@127.0.0.1:${sc.proxyPort}`;
+  const ok = await curl(['--proxy', proxy, '--cacert', sc.caPath, `${tlsUp.origin}/echo`]);
+  t.equal(ok.status, 200, ok.stderr);
+  // The tunnel's identity covers every request inside it: the token's scope is enforced there too.
+  const outside = await curl(['--proxy', proxy, '--cacert', sc.caPath, `${tlsUp.origin}/admin/x`]);
+  t.same([outside.status, body(outside)['reason']], [403, 'out_of_scope']);
+  const py = await python(
+    `import requests\nr = requests.get("${tlsUp.origin}/echo", timeout=10)\nprint(r.status_code)\nr = requests.get("${tlsUp.origin}/admin/x", timeout=10)\nprint(r.status_code, r.json()["reason"])`,
+    { HTTPS_PROXY: proxy, REQUESTS_CA_BUNDLE: sc.caPath },
+  );
+  t.same(py.stdout.trim().split('\n'), ['200', '403 out_of_scope'], py.stderr);
+  // No token: refused on CONNECT, where the client sees a proxy's 407 (inside TLS it would look like the origin's).
+  const before = tlsUp.requests();
+  const none = await curl(['--proxy', sc.proxyUrl, '--cacert', sc.caPath, '-v', `${tlsUp.origin}/echo`]);
+  t.not(none.exitCode, 0, 'curl cannot open the tunnel');
+  t.match(none.stderr, /CONNECT tunnel failed, response 407|407/);
+  t.equal(tlsUp.requests(), before, 'nothing reached the upstream');
+  t.ok(sc.logs.some((l) => l.includes('"reason":"token_missing"')), 'the refusal is logged with its reason');
+  const pyNone = await python(
+    `import requests\ntry:\n  requests.get("${tlsUp.origin}/echo", timeout=10)\nexcept requests.exceptions.ProxyError as e:\n  print("proxy error", "407" in str(e))`,
+    { HTTPS_PROXY: sc.proxyUrl, REQUESTS_CA_BUNDLE: sc.caPath },
+  );
+  t.equal(pyNone.stdout.trim(), 'proxy error True', pyNone.stderr);
+});
+
+t.test("stage 1: the sidecar's own token_file applies to requests that bring no token", async (t) => {
+  const keys = mkdtempSync(join(tmpdir(), 'firma-own-token-'));
+  const own = await issueToken({
+    signingKeyFile: join(keys, 'own.key'),
+    publicKeyFile: join(keys, 'own.pub'),
+    agent: 'local-agent',
+    actions: ['demo.read'],
+    scope: '127.0.0.1/echo',
+    ttlMs: 3_600_000,
+  });
+  writeFileSync(join(keys, 'own.token'), `${own.token}\n`, { mode: 0o600 });
+  const sc = await startTestSidecar('', {
+    rules: RULES,
+    capabilities: `required = true\npublic_key_file = "${join(keys, 'own.pub')}"\ntoken_file = "${join(keys, 'own.token')}"`,
+  });
+  t.teardown(() => sc.stop());
+  const plain = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo`]);
+  t.equal(plain.status, 200, plain.body);
+  const tunnelled = await curl(['--proxy', sc.proxyUrl, '--cacert', sc.caPath, `${tlsUp.origin}/echo`]);
+  t.equal(tunnelled.status, 200, `a CONNECT without credentials is fine when the sidecar has its own token: ${tunnelled.stderr}`);
+  const outside = await curl(['--proxy', sc.proxyUrl, '-X', 'POST', `${up.origin}/status/201`]);
+  t.same([outside.status, body(outside)['reason']], [403, 'out_of_scope'], "the own token's actions and scope still bind");
+  const ownToken = own.token;
+  t.notOk(sc.logs.some((l) => l.includes(ownToken)), 'the own token never appears in a log line');
 });
 
 t.test('mapping: unclassified denied by default; path tricks cannot dodge a rule', async (t) => {

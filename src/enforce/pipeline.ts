@@ -66,6 +66,16 @@ export class Pipeline {
     return this.#o.mode;
   }
 
+  /**
+   * Whether a tunnel to `host` opened without a token could carry no request stage 1 would let
+   * through. Asked on CONNECT, where a 407 still reaches the client as a proxy answer it can act on;
+   * inside the tunnel the same 407 would look like the origin's.
+   */
+  tunnelNeedsToken(host: string): boolean {
+    return this.#o.mode === 'enforce' && this.#o.capabilities !== null && this.#o.selfToken === null
+      && (this.#o.defaultProtected || this.#o.mapping.coversHost(host));
+  }
+
   get policyHash(): string {
     return this.#o.policy.policyHash;
   }

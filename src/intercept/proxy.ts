@@ -582,6 +582,18 @@ export class Interceptor implements TransparentAcceptor {
       });
       return;
     }
+    if (identity.token === null && this.#opts.decisions.current().pipeline.tunnelNeedsToken(target.host)) {
+      this.#reply(socket, {
+        status: 407,
+        decision: 'deny',
+        stage: 'capability',
+        reason: 'token_missing',
+        message: `requests to ${target.host} need a capability token: use HTTPS_PROXY=http://AGENT_ID:TOKEN@host:port`,
+        requestId,
+        headers: { 'proxy-authenticate': 'Basic realm="firma"' },
+      });
+      return;
+    }
     const tunnelTarget: Target = { scheme: 'https', host: target.host, kind: target.kind, port: target.port };
     const bypass = this.#opts.bypassHosts.some((p) => hostPatternMatches(p, target.host));
     if (head.length > 0) socket.unshift(head);

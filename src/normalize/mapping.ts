@@ -415,6 +415,11 @@ export class MappingTable {
     return new MappingTable(files, unmatched, rules);
   }
 
+  /** Whether some rule could classify a request to `host` (canonical, as for classify). */
+  coversHost(host: string): boolean {
+    return this.anyHost !== null || this.exactHosts.has(host) || this.suffixGroups.some((e) => hostPatternMatches(e.pattern, host));
+  }
+
   /**
    * The most specific rule matching the request, or null (unclassified). `host` must be canonical
    * (lowercase, as in `Target.host`; parseHost produces it) and `normalizedPath` must come from
