@@ -110,7 +110,7 @@ async function check(v: CapabilityVerifier, token: string | null, over: Partial<
 }
 
 /** Signs arbitrary claims with the key pair in `k` (for malformed-but-signed tokens). */
-async function signRaw(k: Keys, claims: Record<string, unknown>, opts: { nonExpiring?: boolean } = {}): Promise<string> {
+async function signRaw(k: Keys, claims: Record<string, unknown>, opts: { nonExpiring?: boolean; addIssuedAt?: boolean } = {}): Promise<string> {
   const pkcs8 = crypto.createPrivateKey(fs.readFileSync(k.signingKeyFile)).export({ type: 'pkcs8', format: 'der' });
   const ck = await crypto.subtle.importKey('pkcs8', pkcs8, { name: 'Ed25519' }, true, ['sign']);
   const sk = await v4pub.SecretKeyFromCryptoKey(ck);
@@ -520,7 +520,7 @@ t.test('signed by our key but malformed claims', async (t) => {
   await issue(k); // creates the key pair
   const v = verifierFor(t, k);
   const good = { jti: 'abc123', sub: 'agent-1', actions: ['llm.*'], scope: 'api.openai.com' };
-  const cases: Array<[string, Record<string, unknown>, string | null, { nonExpiring?: boolean }?]> = [
+  const cases: Array<[string, Record<string, unknown>, string | null, { nonExpiring?: boolean; addIssuedAt?: boolean }?]> = [
     ['no jti', { ...good, jti: undefined }, null],
     ['jti with newline', { ...good, jti: 'a\nb' }, null],
     ['no sub', { ...good, sub: undefined }, 'abc123'],
@@ -530,6 +530,7 @@ t.test('signed by our key but malformed claims', async (t) => {
     ['bad scope', { ...good, scope: 'api.openai.com.evil.com:443' }, 'abc123'],
     ['no scope', { ...good, scope: undefined }, 'abc123'],
     ['no exp', good, null, { nonExpiring: true }],
+    ['no iat', good, 'abc123', { addIssuedAt: false }],
   ];
   for (const [name, claims, tokenId, opts] of cases) {
     const clean = Object.fromEntries(Object.entries(claims).filter(([, x]) => x !== undefined));

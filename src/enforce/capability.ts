@@ -548,6 +548,8 @@ function parseClaims(c: Record<string, unknown>): VerifiedToken | { error: strin
   const exp = typeof c.exp === 'string' ? Date.parse(c.exp) : NaN;
   if (!Number.isFinite(exp)) return { error: 'has no valid "exp" claim', jti };
   let notBefore = -Infinity;
+  // iat is required (a reviewer reads when a capability was granted); nbf is optional.
+  if (c.iat === undefined) return { error: 'has no "iat" claim', jti };
   for (const name of ['iat', 'nbf'] as const) {
     const v = c[name];
     if (v === undefined) continue;
