@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The whole decision path, as the interceptor calls it: classify (75 shipped mapping rules) → stage 1
+// The whole decision path, as the interceptor calls it: classify (77 shipped mapping rules) → stage 1
 // (capability, cached after first use) → stage 2 (Cedar, 20 policies: the defaults + bench/enforce-policy's
 // 17 site rules). Reports p50/p99 µs of classify+decide over a realistic request mix.
 //   npx tsc -p tsconfig.json && node bench/enforce.mjs [--n 20000]

@@ -596,6 +596,8 @@ t.test('shipped mapping packs', async (t) => {
     ['POST', 'api.stripe.com', '/v1/refunds', 'payments.refund', 'high', ['amount', 'currency']],
     ['POST', 'api.stripe.com', '/v1/payment_intents', 'payments.intent.create', 'high', ['amount', 'currency']],
     ['POST', 'api.stripe.com', '/v1/charges', 'payments.charge', 'high', ['amount', 'currency']],
+    ['POST', 'api.stripe.com', '/v1/charges/ch_123/refund', 'payments.refund', 'high', ['amount']],
+    ['POST', 'api.stripe.com', '/v1/charges/ch_123/refunds', 'payments.refund', 'high', ['amount', 'currency']],
     ['GET', 'api.stripe.com', '/v1/charges/ch_123', 'payments.read', 'low'],
     ['DELETE', 'api.stripe.com', '/v1/customers/cus_123', 'payments.customer.delete', 'high'],
     ['POST', 'api.stripe.com', '/v1/payouts', 'payments.payout', 'critical', ['amount', 'currency']],
