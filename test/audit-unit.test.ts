@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { canonicalEvent, canonicalJson, chainHash, GENESIS_HASH, signHash, verifyHashSig } from '../src/audit/chain.js';
-import { createSigner, WorkerSigner } from '../src/audit/signer.js';
+import { createSigner, defaultBackend, inlineSigner, WorkerSigner, type Ed25519Backend } from '../src/audit/signer.js';
 import { redactQuery, type AuditEvent, type AuditEventBody } from '../src/audit/events.js';
 import { loadOrCreateAuditKeys } from '../src/audit/keys.js';
 import { filterEvent, formatEventLine } from '../src/audit/tail.js';
@@ -274,12 +274,13 @@ t.test('signing worker: signatures verify and keep their order; a dying worker f
   const check = (h: Buffer, sigs: Buffer): boolean =>
     sigs.length === (h.length / 32) * 64 &&
     Array.from({ length: h.length / 32 }, (_, i) => verifyHashSig(keys.publicKey, h.subarray(i * 32, i * 32 + 32).toString('hex'), sigs.subarray(i * 64, i * 64 + 64).toString('base64'))).every(Boolean);
-  for (const [label, source] of [
-    ['worker', undefined],
-    ['worker exits on its first batch', "require('node:worker_threads').parentPort.on('message', () => process.exit(3));"],
-    ['worker fails to start', 'throw new Error("boom")'],
+  for (const [label, source, backend] of [
+    ['worker (libsodium)', undefined, defaultBackend()],
+    ['worker (node:crypto)', undefined, { kind: 'node' } as Ed25519Backend],
+    ['worker exits on its first batch', "require('node:worker_threads').parentPort.on('message', () => process.exit(3));", defaultBackend()],
+    ['worker fails to start', 'throw new Error("boom")', { kind: 'node' } as Ed25519Backend],
   ] as const) {
-    const signer = new WorkerSigner(keys.privateKey, source === undefined ? {} : { workerSource: source });
+    const signer = new WorkerSigner(keys.privateKey, source === undefined ? { backend } : { workerSource: source, backend });
     const order: number[] = [];
     const results = await Promise.all([0, 1, 2, 3].map((b) => new Promise<boolean>((resolve) => {
       const h = hashes(b * 10, 10);
@@ -292,6 +293,17 @@ t.test('signing worker: signatures verify and keep their order; a dying worker f
     t.same(order, [0, 1, 2, 3], `${label}: answered in order`);
     await signer.close();
   }
+});
+
+t.test('Ed25519 backends: libsodium (sodium-native, installed) and node:crypto sign the same bytes', async (t) => {
+  const keys = loadOrCreateAuditKeys(setup().keyDir);
+  const backend = defaultBackend();
+  t.equal(backend.kind, 'sodium', 'sodium-native loads here (it is a dependency)');
+  const h = Buffer.concat(Array.from({ length: 20 }, (_, i) => Buffer.from(chainHash(GENESIS_HASH, String(i)), 'hex')));
+  const bySodium = inlineSigner(keys.privateKey, backend)(h);
+  const byNode = inlineSigner(keys.privateKey, { kind: 'node' })(h);
+  t.ok(bySodium.equals(byNode), 'Ed25519 is deterministic: identical signatures');
+  t.ok(verifyHashSig(keys.publicKey, h.subarray(0, 32).toString('hex'), bySodium.subarray(0, 64).toString('base64')), 'verified by node:crypto');
 });
 
 t.test('signer choice: inline on one CPU (no thread switch to pay for), a worker with more', async (t) => {
