@@ -61,6 +61,35 @@ timeout_ms = 1000
   t.equal(sse.body.match(/^data: /gm)?.length, 30, 'all 30 events over 3 s');
 });
 
+t.test('timeout_ms bounds the connect too: an upstream that accepts TCP and never answers the TLS handshake → 504', async (t) => {
+  // undici hands out its request controller only once a connected socket takes the request, so the
+  // deadline must be enforced without it while the TLS handshake hangs.
+  const held = new Set<net.Socket>();
+  const mute = net.createServer((socket) => {
+    held.add(socket); // accept, then never say a byte
+  });
+  await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+  const port = (mute.address() as net.AddressInfo).port;
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    return new Promise<void>((r) => mute.close(() => r()));
+  });
+  const sc = await startTestSidecar(`
+[[sidecar.connector.hosts]]
+host = "127.0.0.1:${port}"
+timeout_ms = 500
+`);
+  t.teardown(() => sc.stop());
+  const started = Date.now();
+  const r = await curl(['--proxy', sc.proxyUrl, '--max-time', '20', '--cacert', sc.caPath, `https://127.0.0.1:${port}/`]);
+  const took = Date.now() - started;
+  t.equal(r.status, 504, r.stderr);
+  t.equal((JSON.parse(r.body) as Record<string, string>)['reason'], 'timeout');
+  t.ok(took < 15_000, `answered at the deadline, not at curl's own limit (${took} ms)`);
+  t.ok(held.size >= 1, 'the upstream did see the connection');
+  t.ok(sc.logs.some((l) => l.includes('"error":"timeout"')), 'logged as a timeout');
+});
+
 t.test('idle_timeout_ms cuts a body that goes silent', async (t) => {
   const sc = await startTestSidecar(`
 [[sidecar.connector.hosts]]

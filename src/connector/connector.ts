@@ -245,9 +245,15 @@ export class Connector {
       let waitingForDrain = false;
       // The audit's response_hash: SHA-256 of the bytes as relayed, computed as they pass, never buffered.
       let bodyHash: Hash | null = null;
-      // One timer bounds connect + time to response headers against the request's deadline.
+      // One timer bounds connect + time to response headers against the request's deadline. undici
+      // hands out the controller only once a connected socket takes the request, so a deadline that
+      // passes while connecting (a blackholed address, a slow TLS handshake) is answered here, and the
+      // request is aborted the moment it would start.
       const timer = setTimeout(() => {
-        if (upstreamStatus === null) controller?.abort(new FirmaError('UND_ERR_HEADERS_TIMEOUT', 'deadline passed'));
+        if (upstreamStatus !== null) return;
+        const err = new FirmaError('UND_ERR_HEADERS_TIMEOUT', 'deadline passed');
+        if (controller !== null) controller.abort(err);
+        else fail(err);
       }, Math.max(1, pre.deadline - performance.now()));
 
       const finish = (o: Pick<DispatchOutcome, 'status' | 'upstreamStatus' | 'error' | 'errorCode' | 'clientAborted'>): void => {
@@ -268,9 +274,24 @@ export class Connector {
       };
       res.on('close', onClientClose);
 
+      const fail = (err: Error): void => {
+        if (settled) return;
+        const failure = describeFailure(err, allowed);
+        if (upstreamStatus === null && !res.headersSent) {
+          sendReply(res, { ...failure.reply, requestId });
+          finish({ status: failure.reply.status, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
+        } else {
+          // Headers already went out: the only honest signal left is to cut the stream.
+          res.destroy();
+          finish({ status: upstreamStatus ?? 502, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
+        }
+      };
+
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(c) {
           controller = c;
+          // Answered (deadline) or abandoned (agent gone) while the connection was being made: never send it.
+          if (settled) c.abort(ABANDONED);
         },
         onResponseStart(_c, statusCode, headers, statusMessage) {
           if (statusCode < 200) return; // 1xx interim answers are not relayed
@@ -298,16 +319,7 @@ export class Connector {
           finish({ status: upstreamStatus ?? 502, upstreamStatus, error: null, errorCode: null, clientAborted: false });
         },
         onResponseError(_c, err) {
-          if (settled) return;
-          const failure = describeFailure(err, allowed);
-          if (upstreamStatus === null && !res.headersSent) {
-            sendReply(res, { ...failure.reply, requestId });
-            finish({ status: failure.reply.status, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
-          } else {
-            // Headers already went out: the only honest signal left is to cut the stream.
-            res.destroy();
-            finish({ status: upstreamStatus ?? 502, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
-          }
+          fail(err);
         },
       };
 
@@ -352,14 +364,26 @@ export class Connector {
         resolve({ ...o, bytesIn, bytesOut, credentialInjected, waitedMs: pre.waitedMs, responseHash: null });
       };
       let controller: Dispatcher.DispatchController | null = null;
+      const fail = (err: Error): void => {
+        if (settled) return;
+        const failure = describeFailure(err, allowed);
+        if (upstreamStatus === null) sendReplyRaw(client, { ...failure.reply, requestId });
+        else client.destroy();
+        finish({ status: failure.reply.status, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
+      };
+      // As for forward(): a deadline that passes while connecting is answered here.
       const timer = setTimeout(() => {
-        if (upstreamStatus === null) controller?.abort(new FirmaError('UND_ERR_HEADERS_TIMEOUT', 'deadline passed'));
+        if (upstreamStatus !== null) return;
+        const err = new FirmaError('UND_ERR_HEADERS_TIMEOUT', 'deadline passed');
+        if (controller !== null) controller.abort(err);
+        else fail(err);
       }, Math.max(1, pre.deadline - performance.now()));
       client.on('error', () => controller?.abort(new FirmaError('FIRMA_CLIENT_CLOSED', 'agent closed the connection')));
 
       const handler: Dispatcher.DispatchHandler = {
         onRequestStart(c) {
           controller = c;
+          if (settled) c.abort(ABANDONED);
         },
         onRequestUpgrade(_c, statusCode, headers, upstream) {
           upstreamStatus = statusCode;
@@ -401,11 +425,7 @@ export class Connector {
           finish({ status: upstreamStatus ?? 502, upstreamStatus, error: null, errorCode: null, clientAborted: false });
         },
         onResponseError(_c, err) {
-          if (settled) return;
-          const failure = describeFailure(err, allowed);
-          if (upstreamStatus === null) sendReplyRaw(client, { ...failure.reply, requestId });
-          else client.destroy();
-          finish({ status: failure.reply.status, upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
+          fail(err);
         },
       };
       this.#agent.dispatch(
@@ -453,6 +473,9 @@ export class Connector {
 
 const NONE: readonly never[] = [];
 
+/** The abort reason for a request already answered before undici could start it (never seen by anyone). */
+const ABANDONED = new FirmaError('FIRMA_DISPATCH_ABANDONED', 'answered before the upstream connection was ready');
+
 /** `x-firma-would-deny: capability; reason=token_expired; policies=p1,p2` (monitor mode). */
 function wouldDenyHeader(allowed: Allowed): string {
   const w = allowed.wouldDeny;
@@ -460,8 +483,11 @@ function wouldDenyHeader(allowed: Allowed): string {
   return `${w.stage}; reason=${w.reason}${w.policyIds.length > 0 ? `; policies=${w.policyIds.join(',')}` : ''}`;
 }
 
-/** Upper bound for the TCP/TLS connect itself; the request's own deadline usually ends it sooner. */
-const MAX_CONNECT_MS = 3_600_000;
+/**
+ * Upper bound for the TCP/TLS connect itself, which undici shares among the requests queued for an
+ * origin. Each request's own deadline answers it sooner (see forward()); this only closes the socket.
+ */
+const MAX_CONNECT_MS = 60_000;
 
 function refused(pre: Extract<Preflight, { ok: false }>): DispatchOutcome {
   return {
