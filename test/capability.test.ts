@@ -582,3 +582,17 @@ t.test('costs (measured, not asserted)', async (t) => {
   t.comment(`capability check: cold verify ${coldUs.toFixed(1)} µs/token, cached ${hotUs.toFixed(3)} µs/check`);
   console.log(`# capability check: cold verify ${coldUs.toFixed(1)} µs/token, cached ${hotUs.toFixed(3)} µs/check`);
 });
+
+t.test('a closed verifier (replaced by a reload) still sees revocations made after it closed', async (t) => {
+  // A request held for approval keeps the pipeline it was decided under; its recheck after the
+  // approval may reach a verifier that a reload has closed.
+  const k = keysIn(t);
+  const r = await issue(k);
+  const v = verifierFor(t, k);
+  t.same(await check(v, r.token), { ok: true, tokenId: r.jti });
+  v.close();
+  t.same(await check(v, r.token), { ok: true, tokenId: r.jti }, 'still verifies after close');
+  revokeToken(k.revocationFile, r.jti);
+  const after = await check(v, r.token);
+  t.equal(after.ok ? 'ok' : after.reason, 'token_revoked', 'the revocation is read on the next check');
+});

@@ -339,6 +339,9 @@ export class CapabilityVerifier {
   check(input: CapabilityCheckInput): CapabilityCheck | Promise<CapabilityCheck> {
     const token = input.token;
     if (token === null || token === '') return MISSING;
+    // A closed verifier watches nothing; a request held for approval across a reload may still ask it.
+    // Read the list now, so a revocation made after the reload still denies.
+    if (this.#closed) this.#readRevocationsNow();
     const hit = this.#cache.get(token);
     if (hit !== undefined) {
       // A flag write instead of an LRU re-insertion (delete + set): eviction gives used entries a second chance.
@@ -443,6 +446,16 @@ export class CapabilityVerifier {
   }
 
   // ---- revocation file ----------------------------------------------------------------------------
+
+  #readRevocationsNow(): void {
+    try {
+      const { set, stamp } = readRevocationSync(this.#revocationFile);
+      // As in #reloadOnce: a vanished list does not un-revoke anything.
+      if (stamp !== '') this.#revoked = set;
+    } catch {
+      // Unreadable: keep what was loaded.
+    }
+  }
 
   #startWatch(): void {
     if (this.#watcher !== null || this.#closed) return;
