@@ -756,6 +756,8 @@ url = "redis://127.0.0.1:6379"
     ['missing env var', '[[credentials]]\nhost = "a.example"\nmode = "basic"\nvalue_from_env = "FIRMA_CFG_UNSET_VAR"\n',
       /^firma\.toml:1:1: credentials\[0\]: environment variable FIRMA_CFG_UNSET_VAR is not set \(value_from_env\)$/],
     ['vault without path', '[[credentials]]\nhost = "a.example"\nmode = "vault"\n', /credentials\[0\]: mode = "vault" needs secret_path/],
+    ['same header twice on host:443', '[[credentials]]\nhost = "a.example"\nmode = "vault"\nsecret_path = "secret/data/a#k"\n[[credentials]]\nhost = "a.example:443"\nmode = "vault"\nheader = "authorization"\nsecret_path = "secret/data/b#k"\n',
+      /^firma\.toml:\d+:\d+: credentials: duplicate host and header "a\.example:443 authorization": entries 1 and 2 both set authorization for a\.example:443$/],
     ['kv v1 path', '[[credentials]]\nhost = "a.example"\nmode = "vault"\nsecret_path = "secret/stripe#k"\n', /credentials\[0\]\.secret_path: expected a KV v2 path/],
     ['missing mode', '[[credentials]]\nhost = "a.example"\n', /^firma\.toml:1:1: credentials\[0\]\.mode: missing required key "mode"$/],
     ['approle ids', '[vault]\nauth = "approle"\nrole_id_env = "R"\n', /vault: auth = "approle" needs exactly one of secret_id_env, secret_id_file/],

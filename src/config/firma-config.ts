@@ -233,7 +233,7 @@ export const firmaConfigSchema = s
           .refine(checkCredential),
       )
       .default([])
-      .refine((creds) => duplicateOf(creds.map((c) => `${hostKey(c.host)} ${c.header.toLowerCase()}`), 'host and header'))
+      .refine((creds) => duplicateCredential(creds))
       .describe('Credentials injected by the connector after a request is allowed: [[credentials]].'),
 
     vault: s
@@ -323,6 +323,26 @@ export const firmaConfigSchema = s
 
 function hostKey(h: UpstreamHostKey): string {
   return h.port === null ? h.host : `${h.host}:${h.port}`;
+}
+
+/**
+ * Two entries that would set the same header on the same host and port (`h` means 443, and 80 too
+ * with allow_plaintext; so `h` and `h:443` collide): the agent would get the header twice.
+ */
+function duplicateCredential(creds: ReadonlyArray<{ host: UpstreamHostKey; header: string; allow_plaintext: boolean }>): string | undefined {
+  const seen = new Map<string, number>();
+  for (const [i, c] of creds.entries()) {
+    const ports = c.host.port !== null ? [c.host.port] : c.allow_plaintext ? [443, 80] : [443];
+    for (const port of ports) {
+      const key = `${c.host.host}:${port} ${c.header.toLowerCase()}`;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        return `duplicate host and header ${JSON.stringify(`${hostKey(c.host)} ${c.header.toLowerCase()}`)}: entries ${first + 1} and ${i + 1} both set ${c.header} for ${c.host.host}:${port}`;
+      }
+      seen.set(key, i);
+    }
+  }
+  return undefined;
 }
 
 /** A message naming the first repeated key, or undefined. */
