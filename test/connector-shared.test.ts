@@ -1,7 +1,7 @@
 import t from 'tap';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -158,13 +158,13 @@ timeout_ms = 500
 
   await vault.stop();
   await sleep(600);
+  const before = up.requests();
   const down = await get();
   t.equal(down.status, 502, 'Vault unreachable → not dispatched');
   const body = JSON.parse(down.body) as Record<string, string>;
   t.equal(body['stage'], 'credentials');
   t.equal(body['reason'], 'credential');
-  const before = up.requests();
-  t.equal(up.requests(), before);
+  t.equal(up.requests(), before, 'the upstream never saw the request');
   await vault.start();
   const again = await get();
   t.equal(again.status, 200, 'works again when Vault is back');
@@ -177,4 +177,14 @@ timeout_ms = 500
     t.notOk(logs.includes(value), `${name} never logged`);
   }
   t.notOk(readFileSync(join(dir, 'firma.toml'), 'utf8').includes(v1), 'nothing written back to config');
+  // Nor in any file the sidecar wrote (audit log, keys, certificates).
+  const written = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? written(join(d, e.name)) : [join(d, e.name)]);
+  // role_id and secret_id are the test's own inputs (the sidecar reads them, never writes them).
+  for (const file of written(dir).filter((f) => !/\/(role_id|secret_id)$/.test(f))) {
+    const text = readFileSync(file, 'latin1');
+    t.notOk([v1, v2, secretId].some((v) => text.includes(v)), `no Vault value in ${file.slice(dir.length + 1)}`);
+  }
+  const audit = readFileSync(join(dir, 'audit', 'audit.jsonl'), 'utf8');
+  t.match(audit, /"error":"credential"/, 'the refusal is in the audit log, without the secret');
 });
