@@ -133,7 +133,8 @@ export class Sidecar {
         else log.error({ audit: a.path, code: errorCode(err) }, 'audit log cannot be written: refusing requests (fail closed)');
       },
     });
-    const audit = new AuditRecorder(writer, { stdout: a.stdout ? log : null, metrics });
+    // The stdout copy is its own child at info, so `log_level = "warn"` does not silence the audit.
+    const audit = new AuditRecorder(writer, { stdout: a.stdout ? log.child({}, { level: 'info' }) : null, metrics });
     recorder = audit;
     const leafCerts = new LeafCertificates(ca);
     const egress = buildEgress(config, log);

@@ -23,6 +23,19 @@ t.teardown(async () => {
 const RULES = `
 [[rules]]
 host = "127.0.0.1"
+path = "/echo"
+action_class = "demo.call"
+risk = "low"
+
+[[rules]]
+host = "127.0.0.1"
+path = "/hang"
+action_class = "demo.call"
+risk = "low"
+
+[[rules]]
+host = "127.0.0.1"
+path = "/bytes"
 action_class = "demo.call"
 risk = "low"
 
@@ -72,7 +85,7 @@ host = "127.0.0.1:${tlsUp.port}"
 mode = "basic"
 value_from_env = "FIRMA_AUDIT_TEST_KEY"
 prefix = "Bearer "
-`, { rules: RULES, capabilities: 'required = true' });
+`, { rules: RULES, capabilities: 'required = true', mappingExtra: 'default_protected = false' });
   const keys = join(sc.dir, 'keys');
   const { token } = await issueToken({ signingKeyFile: join(keys, 'capability.key'), publicKeyFile: join(keys, 'capability.pub'), agent: 'auditor', actions: ['*'], scope: '127.0.0.1', ttlMs: 3_600_000 });
   const proxy = `http://auditor:${token}@127.0.0.1:${sc.proxyPort}`;
@@ -82,7 +95,8 @@ prefix = "Bearer "
   const injected = await curl(['--proxy', proxy, '--cacert', sc.caPath, `${tlsUp.origin}/echo`]);
   const limited = await curl(['--proxy', proxy, '--cacert', sc.caPath, `${tlsUp.origin}/echo`]);
   const noToken = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo`]);
-  t.same([allowed.status, denied.status, timeout.status, injected.status, limited.status, noToken.status], [200, 403, 504, 200, 429, 407]);
+  const passthrough = await curl(['--proxy', sc.proxyUrl, '-H', 'Authorization: Bearer agent-own-secret', `${up.origin}/status/200`]);
+  t.same([allowed.status, denied.status, timeout.status, injected.status, limited.status, noToken.status, passthrough.status], [200, 403, 504, 200, 429, 407, 200]);
   await sc.stop();
 
   const all = events(sc);
@@ -92,8 +106,8 @@ prefix = "Bearer "
   const byRequest = new Map<string, Ev[]>();
   for (const e of all) if (e.request_id !== null) byRequest.set(e.request_id, [...(byRequest.get(e.request_id) ?? []), e]);
   const decisions = all.filter((e) => e.type === 'decision');
-  t.equal(decisions.length, 6, 'one decision event per request');
-  t.equal(new Set(decisions.map((e) => e.request_id)).size, 6);
+  t.equal(decisions.length, 7, 'one decision event per request');
+  t.equal(new Set(decisions.map((e) => e.request_id)).size, 7);
   for (const [id, evs] of byRequest) {
     t.equal(evs.filter((e) => e.type === 'decision').length, 1, `request ${id.slice(0, 8)}: exactly one decision`);
     t.ok(evs.filter((e) => e.type === 'outcome').length <= 1, 'at most one outcome');
@@ -106,8 +120,14 @@ prefix = "Bearer "
   t.equal(allowEvents.length, 4, 'allowed: plain, timeout, injected, rate-limited (the connector failed after the allow)');
   t.ok(allowEvents.every((e) => typeof e['token_id'] === 'string' && typeof e['policy_hash'] === 'string'));
   t.match(String(allowEvents[0]?.['path']), /^\/echo\?api_key=REDACTED&x=REDACTED$/, 'query values redacted');
+  const pass = decisions.find((e) => e['decision'] === 'passthrough');
+  t.match(pass, { action_class: null, path: '/status/200', token_id: null }, 'unclassified traffic is audited as passthrough');
   const outcomes = all.filter((e) => e.type === 'outcome');
-  t.equal(outcomes.length, 4, 'one outcome per dispatched request');
+  t.equal(outcomes.length, 5, 'one outcome per dispatched request');
+  t.match(outcomes.find((e) => e.request_id === pass?.request_id), { status: 200, error: null, credential_injected: false }, 'passthrough outcome');
+  const plain = outcomes.find((e) => e.request_id === allowEvents[0]?.request_id);
+  t.match(plain, { status: 200, error: null, credential_injected: false, bytes_in: 0 });
+  t.ok(Number(plain?.['bytes_out']) > 0 && typeof plain?.['duration_ms'] === 'number', 'bytes and duration recorded');
   const o = (pred: (e: Ev) => boolean): Ev | undefined => outcomes.find(pred);
   t.equal(o((e) => e['error'] === 'timeout')?.['status'], 504);
   t.equal(o((e) => e['error'] === 'rate_limited')?.['status'], 429);
@@ -116,7 +136,9 @@ prefix = "Bearer "
   t.equal(inj?.['response_hash'], `sha256:${createHash('sha256').update(injected.body).digest('hex')}`, 'response_hash = sha256 of what the client received');
   // Secrets appear nowhere in the audit log.
   const text = readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8');
-  for (const s of [secret, token, 'cookie-secret', 'query-secret', 'Bearer ', 'Proxy-Authorization']) t.notOk(text.includes(s), `no ${s.slice(0, 14)}… in the audit log`);
+  for (const s of [secret, token, 'cookie-secret', 'query-secret', 'agent-own-secret', 'Bearer ', 'Proxy-Authorization']) t.notOk(text.includes(s), `no ${s.slice(0, 14)}… in the audit log`);
+  const logs = sc.logs.join('\n');
+  for (const s of [secret, token, 'cookie-secret', 'query-secret', 'agent-own-secret']) t.notOk(logs.includes(s), `no ${s.slice(0, 14)}… in the logs`);
 
   const config = join(sc.dir, 'firma.toml');
   const ok = await firma(['audit', 'verify', '--config', config], sc.dir);

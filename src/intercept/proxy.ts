@@ -528,6 +528,8 @@ export class Interceptor implements TransparentAcceptor {
       (err: unknown) => {
         this.#end();
         this.#log.error({ err, request_id: decision.envelope.requestId }, 'dispatch failed');
+        // Its decision event is written: the log must say how it ended, too.
+        this.#opts.audit.outcome(decision, failedDial(502, 'network'), performance.now() - started);
         io.failed();
       },
     );
