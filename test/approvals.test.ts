@@ -286,6 +286,26 @@ t.test('standing grant: the next 3 requests pass without a prompt; revoked, the 
   t.equal(denied?.['approver'], 'alice');
 });
 
+t.test('an approval the audit log cannot record is refused (503) and the request stays held', async (t) => {
+  let writable = false;
+  const queue = new ApprovalQueue({
+    timeoutMs: 60_000,
+    maxPending: 10,
+    maxGrantMinutes: 60,
+    audit: { held: () => true, approval: (step) => step.action !== 'approved' || writable },
+  });
+  const gone = new AbortController();
+  const waiting = queue.wait(heldFor('agent-a', 'payments.refund', 'api.stripe.com'), { bodyHash: 'x', signal: gone.signal });
+  const [p] = queue.list().pending;
+  if (p === undefined) return t.fail('not pending');
+  t.match(queue.approve(p.id, 'bob', { grantMinutes: 10 }), { ok: false, code: 'audit_unavailable' });
+  t.equal(queue.list().pending.length, 1, 'still held');
+  t.equal(queue.list().grants.length, 0, 'no grant made');
+  writable = true;
+  t.ok(queue.approve(p.id, 'bob').ok, 'approved once the log takes it');
+  t.match(await waiting, { kind: 'approved', approver: 'bob' });
+});
+
 t.test('grants expire on the clock, cover only their agent, action class and host', async (t) => {
   let now = 1_000_000;
   const steps: string[] = [];

@@ -67,7 +67,7 @@ function readJson(req: IncomingMessage): Promise<{ ok: true; value: Record<strin
   });
 }
 
-const STATUS: Record<string, number> = { not_found: 404, already_resolved: 409, bad_input: 400 };
+const STATUS: Record<string, number> = { not_found: 404, already_resolved: 409, bad_input: 400, audit_unavailable: 503 };
 
 function sendResult<T>(res: ServerResponse, r: ApprovalActionResult<T>): void {
   if (r.ok) send(res, 200, r.value);

@@ -89,7 +89,9 @@ export interface ApproveInput {
   readonly reason?: string | undefined;
 }
 
-export type ApprovalErrorCode = 'not_found' | 'already_resolved' | 'bad_input';
+export type ApprovalErrorCode = 'not_found' | 'already_resolved' | 'bad_input' | 'audit_unavailable';
+
+const AUDIT_DOWN = { ok: false, code: 'audit_unavailable', message: 'the audit log cannot be written; try again when it recovers' } as const;
 
 export type ApprovalActionResult<T> =
   | { readonly ok: true; readonly value: T }
@@ -267,7 +269,7 @@ export class ApprovalQueue {
         uses: 0,
       };
     }
-    this.#o.audit.approval({
+    const recorded = this.#o.audit.approval({
       approvalId: p.id,
       action: 'approved',
       approver,
@@ -276,6 +278,8 @@ export class ApprovalQueue {
       agentId: p.held.envelope.agentId,
       grant: grant === null ? null : auditGrant(grant),
     });
+    // An approval nobody can read about later did not happen: the request stays held, the approver is told.
+    if (!recorded) return AUDIT_DOWN;
     if (grant !== null) this.#grants.set(grant.id, grant);
     const view = this.#resolve(p, 'approved', approver, reason, { kind: 'approved', approvalId: p.id, approver, via: 'approved' });
     if (grant !== null) this.#emit('grant');
@@ -287,6 +291,7 @@ export class ApprovalQueue {
     if (p === undefined) return this.#notPending(id);
     const reason = cleanReason(reasonText);
     if (reason === false) return badInput(`reason: at most ${MAX_REASON_CHARS} characters`);
+    // A deny is safe to carry out unrecorded (the request is refused either way); the write is still tried.
     this.#o.audit.approval({ approvalId: p.id, action: 'denied', approver, reason, requestId: p.held.envelope.requestId, agentId: p.held.envelope.agentId });
     const message = `denied by ${approver}${reason === null ? '' : `: ${reason}`}`;
     return { ok: true, value: this.#resolve(p, 'denied', approver, reason, denied(p.id, 'approval_denied', message)) };
