@@ -763,10 +763,13 @@ url = "redis://127.0.0.1:6379"
     ['approle ids', '[vault]\nauth = "approle"\nrole_id_env = "R"\n', /vault: auth = "approle" needs exactly one of secret_id_env, secret_id_file/],
     ['kubernetes role', '[vault]\nauth = "kubernetes"\n', /vault: auth = "kubernetes" needs kubernetes_role/],
     ['redis url', '[redis]\nurl = "http://127.0.0.1:6379"\n', /^firma\.toml:2:1: redis\.url: expected "" \(no Redis\) or a redis:\/\//],
+    ['redis url with a password, mistyped', '[redis]\nurl = "http://:hunter2@127.0.0.1:6379"\n', /got "http:\/\/\[redacted\]@127\.0\.0\.1:6379" \(string\)$/],
+    ['webhook url with a secret path', '[approvals]\nwebhook_url = "ftp://hooks.example/services/T0/B0/hunter2"\n', /approvals\.webhook_url: .*got "ftp:\/\/hooks\.example\/…" \(string\)$/],
   ];
   for (const [name, text, expected] of cases) {
     const issues = issuesOf(() => parseAt(text));
     t.equal(issues.length, 1, `${name}: one issue (${issues.join(' | ')})`);
     t.match(issues[0] ?? '', expected, name);
+    t.notOk(issues.join('\n').includes('hunter2'), `${name}: no secret echoed`);
   }
 });

@@ -164,6 +164,20 @@ export function parseVaultSecretPath(text: string): VaultSecretRef | Failure {
   return { path, field };
 }
 
+/**
+ * A URL as an error message may show it: user info and everything after the authority cut, since
+ * those can be secrets (a Redis password, a Slack webhook's path).
+ */
+export function urlForMessage(text: string): string {
+  const m = URL_PARTS.exec(text);
+  if (m === null) return '…';
+  const [, scheme = '', slashes = '', authority = '', rest = ''] = m;
+  const at = authority.lastIndexOf('@');
+  return `${scheme}${slashes}${at === -1 ? authority : `[redacted]${authority.slice(at)}`}${rest === '' ? '' : '/…'}`;
+}
+
+const URL_PARTS = /^([a-z][a-z0-9+.-]*:)?(\/\/)?([^/?#]*)(.*)$/is;
+
 export function checkHttpUrl(text: string): string | undefined {
   try {
     const u = new URL(text);
@@ -171,7 +185,7 @@ export function checkHttpUrl(text: string): string | undefined {
   } catch {
     // fall through
   }
-  return `expected an http:// or https:// URL without credentials, got ${describeValue(text)}`;
+  return `expected an http:// or https:// URL without credentials, got ${describeValue(urlForMessage(text))}`;
 }
 
 export function checkRedisUrl(text: string): string | undefined {
@@ -182,5 +196,5 @@ export function checkRedisUrl(text: string): string | undefined {
   } catch {
     // fall through
   }
-  return `expected "" (no Redis) or a redis:// or rediss:// URL, got ${describeValue(text)}`;
+  return `expected "" (no Redis) or a redis:// or rediss:// URL, got ${describeValue(urlForMessage(text))}`;
 }
