@@ -259,4 +259,32 @@ t.test('stdout sink and `firma audit tail -f`: events show up as requests happen
   for (let i = 0; i < 200 && !out.includes('/admin/tail-me'); i++) await new Promise((res) => setTimeout(res, 50));
   t.match(out, /deny .*\/admin\/tail-me/, 'the new deny appears in the followed view');
   t.ok(sc.logs.some((l) => l.includes('"msg":"audit"') && l.includes('/admin/tail-me')), 'and as a JSON line on the logger (stdout sink)');
+  // One line per request: an allowed call's decision and outcome together.
+  const ok = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo?tail=1`]);
+  t.equal(ok.status, 200);
+  for (let i = 0; i < 200 && !out.includes('/echo?tail='); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out, /allow {2}local-agent {2}GET 127\.0\.0\.1:\d+\/echo\?tail=REDACTED {2}demo\.call\/low {2}\S+ {2}→ 200 {2}in=0B out=\d+B {2}[\d.]+ms {2}req=/, 'decision and outcome on one line');
+  t.notMatch(out, /outcome {2}local-agent {2}200/, 'no separate outcome line for it');
+});
+
+t.test('firma audit tail: one line per request; -f shows a long stream as in progress, then its outcome', async (t) => {
+  const sc = await startTestSidecar('', { rules: RULES + '\n[[rules]]\nhost = "127.0.0.1"\npath = "/sse"\naction_class = "demo.stream"\nrisk = "low"\n' });
+  t.teardown(() => sc.stop());
+  const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', '--decision', 'allow', '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
+  t.teardown(() => tail.kill('SIGKILL'));
+  let out = '';
+  tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  await new Promise((res) => setTimeout(res, 500));
+  const stream = curl(['--proxy', sc.proxyUrl, `${up.origin}/sse?n=25&gap=100`]);
+  for (let i = 0; i < 100 && !out.includes('(in progress)'); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out, /allow .*\/sse\?n=REDACTED&gap=REDACTED .* {2}\(in progress\)/, 'a stream still running after a second is shown');
+  t.equal((await stream).status, 200);
+  for (let i = 0; i < 100 && !/outcome .* 200/.test(out); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out, /outcome {2}local-agent {2}200 /, 'its outcome follows on its own line');
+  t.notMatch(out, /lifecycle/, '--decision allow: lifecycle events filtered out');
+  await sc.stop();
+  // Read whole (no -f): every line a request.
+  const once = await firma(['audit', 'tail', '--config', join(sc.dir, 'firma.toml')], sc.dir);
+  t.match(once.stdout, /allow .*\/sse\?.* → 200 /, 'afterwards: one merged line');
+  t.notMatch(once.stdout, /^\S+ {2}outcome /m);
 });

@@ -1,4 +1,4 @@
-import type { AuditDecision, AuditEvent } from './events.js';
+import type { AuditDecision, AuditEvent, DecisionEvent, OutcomeEvent } from './events.js';
 
 export interface TailFilter {
   readonly decision?: AuditDecision | string;
@@ -44,4 +44,91 @@ export function filterEvent(e: AuditEvent, f: TailFilter): boolean {
   if (f.decision !== undefined && (e.type !== 'decision' || e.decision !== f.decision)) return false;
   if (f.host !== undefined && (e.type !== 'decision' || e.host.toLowerCase() !== f.host.toLowerCase())) return false;
   return true;
+}
+
+/** Most decisions kept waiting for their outcome; past it the oldest is printed as in progress. */
+const MAX_PENDING = 10_000;
+
+/**
+ * `firma audit tail` is read per request: a dispatched request's decision and outcome become one line
+ * (`… allow … → 200 in=…B out=…B 12ms  req=…`); a deny, which has no outcome, is one line at once.
+ * A decision whose outcome has not come yet (a long stream; or the end of the log) is printed by
+ * `flush` as `(in progress)`, and its outcome later gets a line of its own. Filters apply to the
+ * request, so `--decision allow` shows its outcome too.
+ */
+export class RequestTail {
+  readonly #filter: TailFilter;
+  readonly #out: (line: string) => void;
+  readonly #now: () => number;
+  readonly #pending = new Map<string, { readonly event: DecisionEvent; readonly at: number }>();
+  /** Requests whose decision the filter dropped, so their outcome is dropped too. */
+  readonly #skipped = new Set<string>();
+
+  constructor(filter: TailFilter, out: (line: string) => void, now: () => number = Date.now) {
+    this.#filter = filter;
+    this.#out = out;
+    this.#now = now;
+  }
+
+  push(e: AuditEvent): void {
+    if (e.type === 'decision') {
+      const dispatched = (e.decision === 'allow' || e.decision === 'passthrough') && e.request_id !== null;
+      if (!filterEvent(e, this.#filter)) {
+        if (dispatched) this.#bounded(this.#skipped).add(e.request_id as string);
+        return;
+      }
+      if (!dispatched) return this.#out(formatEventLine(e));
+      if (this.#pending.size >= MAX_PENDING) this.#printOldest();
+      this.#pending.set(e.request_id as string, { event: e, at: this.#now() });
+      return;
+    }
+    if (e.type === 'outcome' && e.request_id !== null) {
+      const p = this.#pending.get(e.request_id);
+      if (p !== undefined) {
+        this.#pending.delete(e.request_id);
+        return this.#out(formatRequestLine(p.event, e));
+      }
+      if (this.#skipped.delete(e.request_id)) return;
+      // Its decision was printed as in progress, or is in a file not read: the outcome alone.
+      const agentOk = this.#filter.agent === undefined || e.agent_id === this.#filter.agent;
+      if (agentOk) this.#out(formatEventLine(e));
+      return;
+    }
+    if (filterEvent(e, this.#filter)) this.#out(formatEventLine(e));
+  }
+
+  /** Print the decisions that waited at least `olderThanMs` for their outcome, as in progress. */
+  flush(olderThanMs = 0): void {
+    const cutoff = this.#now() - olderThanMs;
+    for (const [id, p] of this.#pending) {
+      if (p.at > cutoff) break; // insertion order is arrival order
+      this.#pending.delete(id);
+      this.#out(`${formatEventLine(p.event)}  (in progress)`);
+    }
+  }
+
+  #printOldest(): void {
+    const first = this.#pending.entries().next();
+    if (first.done === true) return;
+    const [id, p] = first.value;
+    this.#pending.delete(id);
+    this.#out(`${formatEventLine(p.event)}  (in progress)`);
+  }
+
+  #bounded(set: Set<string>): Set<string> {
+    if (set.size >= MAX_PENDING) {
+      const oldest = set.values().next();
+      if (oldest.done !== true) set.delete(oldest.value);
+    }
+    return set;
+  }
+}
+
+/** A dispatched request on one line: its decision, then `→` what came of it. */
+export function formatRequestLine(d: DecisionEvent, o: OutcomeEvent): string {
+  const decision = formatEventLine(d);
+  const cut = decision.lastIndexOf('  req=');
+  const result = o.error === null ? String(o.status ?? '-') : `${o.error}${o.error_code === null ? '' : `(${o.error_code})`} ${o.status ?? '-'}`;
+  const cred = o.credential_injected ? '  cred' : '';
+  return `${decision.slice(0, cut)}  → ${result}  in=${o.bytes_in}B out=${o.bytes_out}B  ${o.duration_ms}ms${cred}${decision.slice(cut)}`;
 }

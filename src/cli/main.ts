@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { verifyAuditFiles } from '../audit/verify.js';
 import { approvalsCommand } from './approvals.js';
 import { auditFileSet, liveAuditFile } from '../audit/files.js';
-import { formatEventLine, filterEvent } from '../audit/tail.js';
+import { RequestTail } from '../audit/tail.js';
 import { AUDIT_PUBLIC_KEY_FILE } from '../audit/keys.js';
 import type { AuditEvent } from '../audit/events.js';
 import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';
@@ -31,7 +31,7 @@ usage:
                                      verify the hash chain and every signature; exit 1 naming the first bad line
   firma audit key                    print the audit public key (to verify elsewhere)
   firma audit tail [-f] [--decision D] [--agent A] [--host H]
-                                     a readable view of the audit log, one line per event
+                                     a readable view of the audit log, one line per request
   firma approvals list [--admin URL] requests held for approval, and standing grants
   firma approvals approve ID [--grant-minutes N [--grant-host]] [--reason TEXT]
                                      release a held request (and identical ones); optionally grant the
@@ -228,11 +228,11 @@ async function auditCommand(sub: string | undefined, rest: readonly string[], va
   if (sub === 'tail') {
     const filter = { decision: values.decision, agent: values.agent, host: values.host };
     const files = auditFileSet(config.audit.path);
+    const view = new RequestTail(filter, (text) => process.stdout.write(text + '\n'));
     const print = (line: string): void => {
       if (line.trim() === '') return;
       try {
-        const event = JSON.parse(line) as AuditEvent;
-        if (filterEvent(event, filter)) process.stdout.write(formatEventLine(event) + '\n');
+        view.push(JSON.parse(line) as AuditEvent);
       } catch {
         process.stdout.write(`(unparsable line) ${line.slice(0, 120)}\n`);
       }
@@ -256,20 +256,23 @@ async function auditCommand(sub: string | undefined, rest: readonly string[], va
     }
     if (values.follow === true) {
       const end = liveBytes.lastIndexOf(0x0a) + 1; // an unfinished last line is re-read once complete
-      await followFile(live, end, print);
+      // A request still streaming after a second is shown as in progress rather than kept back.
+      await followFile(live, end, print, () => view.flush(1000));
     } else if (liveBytes.length > 0) {
       print(liveBytes.subarray(liveBytes.lastIndexOf(0x0a) + 1).toString('utf8'));
     }
+    view.flush();
     return;
   }
   fail(`firma audit: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
 }
 
 /** `tail -f` for the live audit file: print lines appended after byte `from` (and after rotation). */
-async function followFile(path: string, from: number, print: (line: string) => void): Promise<never> {
+async function followFile(path: string, from: number, print: (line: string) => void, tick: () => void): Promise<never> {
   let offset = from;
   let partial = '';
   for (;;) {
+    tick();
     await new Promise((r) => setTimeout(r, 250));
     let size: number;
     try {
