@@ -1,7 +1,7 @@
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync, symlinkSync, unlinkSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, symlinkSync, unlinkSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
@@ -287,4 +287,27 @@ t.test('firma audit tail: one line per request; -f shows a long stream as in pro
   const once = await firma(['audit', 'tail', '--config', join(sc.dir, 'firma.toml')], sc.dir);
   t.match(once.stdout, /allow .*\/sse\?.* → 200 /, 'afterwards: one merged line');
   t.notMatch(once.stdout, /^\S+ {2}outcome /m);
+});
+
+t.test('firma audit tail -f across rotations: every request once, none lost or mixed', async (t) => {
+  const sc = await startTestSidecar('\n[audit]\nmax_file_bytes = 4096\n', { rules: RULES });
+  t.teardown(() => sc.stop());
+  const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
+  t.teardown(() => tail.kill('SIGKILL'));
+  let out = '';
+  tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  for (let i = 0; i < 200 && !out.includes('lifecycle  start'); i++) await new Promise((res) => setTimeout(res, 50));
+  const n = 40; // ~2 KiB of events per request: the file rotates many times meanwhile
+  for (let i = 0; i < n; i++) {
+    const r = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo?i=${i}`]);
+    t.equal(r.status, 200);
+    if (i % 8 === 7) await new Promise((res) => setTimeout(res, 300)); // let the follower see some rotations happen
+  }
+  const lines = (): string[] => out.split('\n').filter((l) => / → 200 /.test(l));
+  for (let i = 0; i < 100 && lines().length < n; i++) await new Promise((res) => setTimeout(res, 50));
+  const rotated = readdirSync(join(sc.dir, 'audit')).filter((f) => /\.jsonl\.\d+$/.test(f));
+  t.ok(rotated.length >= 3, `the log rotated (${rotated.length} files)`);
+  t.equal(lines().length, n, 'every request printed once');
+  t.equal(new Set(lines().map((l) => /req=(\S+)/.exec(l)?.[1])).size, n, 'no request twice');
+  t.notMatch(out, /unparsable/, 'no line cut or mixed');
 });

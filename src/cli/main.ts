@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
-import { readFileSync, statSync, openSync, readSync, closeSync } from 'node:fs';
+import { readFileSync, statSync, fstatSync, openSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyAuditFiles } from '../audit/verify.js';
 import { approvalsCommand } from './approvals.js';
-import { auditFileSet, liveAuditFile } from '../audit/files.js';
+import { auditFileSet, liveAuditFile, listRotated } from '../audit/files.js';
 import { RequestTail } from '../audit/tail.js';
 import { AUDIT_PUBLIC_KEY_FILE } from '../audit/keys.js';
 import type { AuditEvent } from '../audit/events.js';
@@ -267,32 +267,75 @@ async function auditCommand(sub: string | undefined, rest: readonly string[], va
   fail(`firma audit: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
 }
 
-/** `tail -f` for the live audit file: print lines appended after byte `from` (and after rotation). */
+/**
+ * `tail -f` for the live audit file: print lines appended after byte `from`. Reads through an open
+ * descriptor, so when the file is rotated (renamed away, a new one created) the rest of the old file
+ * is still read to its end before the new one is read from its start: nothing lost, nothing mixed.
+ */
+function inodeOf(path: string): number | null {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return null;
+  }
+}
+
 async function followFile(path: string, from: number, print: (line: string) => void, tick: () => void): Promise<never> {
+  let fd: number | null = null;
   let offset = from;
   let partial = '';
+  const drain = (d: number): void => {
+    const size = fstatSync(d).size;
+    if (size <= offset) return;
+    const buf = Buffer.alloc(size - offset);
+    const n = readSync(d, buf, 0, buf.length, offset);
+    offset += n;
+    const lines = (partial + buf.subarray(0, n).toString('utf8')).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) print(line);
+  };
   for (;;) {
     tick();
-    await new Promise((r) => setTimeout(r, 250));
-    let size: number;
     try {
-      size = statSync(path).size;
+      if (fd === null) fd = openSync(path, 'r');
+      drain(fd);
+      let current: number | null = null;
+      try {
+        current = statSync(path).ino;
+      } catch {
+        // Between the rename and the new file's creation: keep the old one for now.
+      }
+      if (current !== null && current !== fstatSync(fd).ino) {
+        const oldIno = fstatSync(fd).ino;
+        drain(fd); // whatever was written to it before the rename
+        closeSync(fd);
+        fd = null;
+        if (partial !== '') print(partial); // a rotated file ends with a whole line
+        partial = '';
+        // Several rotations may have happened since the last look: the files renamed after ours are
+        // read whole, oldest first, and the list is looked at again once the new live file is open.
+        let rotated = listRotated(path);
+        const ours = rotated.find((r) => inodeOf(r.path) === oldIno);
+        let last = ours?.n ?? Infinity; // not found (removed already): only the live file is left to read
+        fd = openSync(path, 'r');
+        for (;;) {
+          rotated = listRotated(path);
+          const newer = rotated.filter((r) => r.n > last);
+          if (newer.length === 0) break;
+          for (const r of newer) for (const line of readFileSync(r.path, 'utf8').split('\n')) print(line);
+          last = newer[newer.length - 1]?.n ?? last;
+          // The live file opened above may itself have been rotated meanwhile: start over with the current one.
+          closeSync(fd);
+          fd = openSync(path, 'r');
+        }
+        offset = 0;
+        continue; // read the new live file at once
+      }
     } catch {
-      continue;
+      if (fd !== null) closeSync(fd);
+      fd = null;
     }
-    if (size < offset) offset = 0; // rotated: the live file started over
-    if (size === offset) continue;
-    const fd = openSync(path, 'r');
-    try {
-      const buf = Buffer.alloc(size - offset);
-      readSync(fd, buf, 0, buf.length, offset);
-      offset = size;
-      const lines = (partial + buf.toString('utf8')).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) print(line);
-    } finally {
-      closeSync(fd);
-    }
+    await new Promise((r) => setTimeout(r, 250));
   }
 }
 
