@@ -97,7 +97,7 @@ timeout_ms = 5000
 host = "127.0.0.1:${limited.port}"
 rps = 1
 burst = 1
-timeout_ms = 1
+timeout_ms = 400  # bounds connect + headers of the first request too; the second would wait ~1 s for a token: 429 at once
 
 [[sidecar.connector.hosts]]
 host = "127.0.0.1:${waited.port}"
