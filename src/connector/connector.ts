@@ -168,8 +168,9 @@ export class Connector {
     }
     let credentials: ResolvedCredential[] | null = null;
     const injector = egress.credentials;
-    // Unclassified traffic let through unprotected never carries a credential.
-    const entries = allowed.passthrough ? NONE : injector?.matchAll(target) ?? NONE;
+    // Unclassified traffic let through unprotected never carries a credential, and a blind tunnel
+    // (kind "tunnel") cannot: fetching one there would only add a way to fail (Vault down → 502).
+    const entries = allowed.passthrough || allowed.envelope.kind === 'tunnel' ? NONE : injector?.matchAll(target) ?? NONE;
     if (injector !== null && entries.length > 0) {
       try {
         credentials = await Promise.all(entries.map((e) => injector.resolve(e)));
