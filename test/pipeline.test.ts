@@ -281,6 +281,10 @@ t.test('stage 2: action-count rule (at most 3 deletes a minute) and body rule (r
   t.match(String(body(repeated)['message']), /amount/);
   const nested = await curl(['--proxy', proxy, '-H', 'content-type: application/json', '--data', '{"amount": {"value": 50000}}', `${up.origin}/refunds`]);
   t.same([nested.status, body(nested)['reason']], [403, 'body_field_ambiguous'], 'an object where the amount should be is refused');
+  const twice = await curl(['--proxy', proxy, '-H', 'content-type: application/json', '--data', '{"amount": 50000, "amount": 50}', `${up.origin}/refunds`]);
+  t.same([twice.status, body(twice)['reason']], [403, 'body_field_ambiguous'], 'a JSON key given twice is refused (which one would the upstream take?)');
+  const quoted = await curl(['--proxy', proxy, '-H', 'content-type: application/json', '--data', '{"amount": 50, "note": "\\"amount\\": 5000", "meta": {"amount": 1}}', `${up.origin}/refunds`]);
+  t.equal(quoted.status, 404, 'the same name inside a string or another object is not a repeat: allowed');
   const notJson = await curl(['--proxy', proxy, '-H', 'content-type: text/plain', '--data', 'amount: 500', `${up.origin}/refunds`]);
   t.equal(body(notJson)['reason'], 'body_not_json');
   const huge = await curl(['--proxy', proxy, '--data', JSON.stringify({ amount: 1, pad: 'x'.repeat(4000) }), `${up.origin}/refunds`]);

@@ -71,13 +71,17 @@ const INTEGER = /^-?[0-9]{1,15}$/;
  */
 export function extractBodyFields(body: Buffer, fields: readonly string[], contentType?: string): FieldExtraction {
   if (contentType !== undefined && contentType.toLowerCase().startsWith(FORM)) return fromForm(body, fields);
+  const text = body.toString('utf8');
   let parsed: unknown;
   try {
-    parsed = JSON.parse(body.toString('utf8'));
+    parsed = JSON.parse(text);
   } catch {
     return { ok: false, reason: 'body_not_json' };
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { ok: false, reason: 'body_not_json' };
+  // JSON.parse keeps the last of a repeated key; an upstream may keep the first.
+  const repeated = repeatedKeyOnPath(text, fields);
+  if (repeated !== null) return { ok: false, reason: 'body_field_ambiguous', field: repeated };
   const values: Record<string, BodyValue> = {};
   for (const field of fields) {
     let node: unknown = parsed;
@@ -108,4 +112,57 @@ function fromForm(body: Buffer, fields: readonly string[]): FieldExtraction {
     values[field] = INTEGER.test(v) ? Number(v) : v;
   }
   return { ok: true, values };
+}
+
+interface Frame {
+  readonly array: boolean;
+  /** Dotted path of this object when it lies on a field's path ('' = the root), else null. */
+  readonly path: string | null;
+  readonly keys: Set<string>;
+  expectKey: boolean;
+  lastKey: string | null;
+}
+
+/**
+ * The first field path (or prefix of one, e.g. `metadata` for `metadata.order_id`) whose key appears
+ * twice in the same object of an already valid JSON text, or null. A linear scan, run only for
+ * requests whose rule opted into body fields.
+ */
+export function repeatedKeyOnPath(text: string, fields: readonly string[]): string | null {
+  const onPath = new Set<string>();
+  for (const f of fields) {
+    const parts = f.split('.');
+    for (let i = 1; i <= parts.length; i++) onPath.add(parts.slice(0, i).join('.'));
+  }
+  const stack: Frame[] = [];
+  const join = (base: string, key: string): string => (base === '' ? key : `${base}.${key}`);
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const top = stack[stack.length - 1];
+    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      let path: string | null = null;
+      if (top === undefined) path = '';
+      else if (!top.array && top.path !== null && top.lastKey !== null) {
+        const child = join(top.path, top.lastKey);
+        path = onPath.has(child) ? child : null;
+      }
+      stack.push({ array: c === 0x5b, path: c === 0x5b ? null : path, keys: new Set(), expectKey: c === 0x7b, lastKey: null });
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      stack.pop();
+    } else if (c === 0x2c /* , */) {
+      if (top !== undefined && !top.array) top.expectKey = true;
+    } else if (c === 0x22 /* " */) {
+      let j = i + 1;
+      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
+      if (top !== undefined && !top.array && top.expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.path !== null && onPath.has(join(top.path, key)) && top.keys.has(key)) return join(top.path, key);
+        top.keys.add(key);
+        top.lastKey = key;
+        top.expectKey = false;
+      }
+      i = j;
+    }
+  }
+  return null;
 }
