@@ -267,11 +267,6 @@ async function auditCommand(sub: string | undefined, rest: readonly string[], va
   fail(`firma audit: unknown subcommand ${JSON.stringify(sub ?? '')}\n\n${USAGE}`, 2);
 }
 
-/**
- * `tail -f` for the live audit file: print lines appended after byte `from`. Reads through an open
- * descriptor, so when the file is rotated (renamed away, a new one created) the rest of the old file
- * is still read to its end before the new one is read from its start: nothing lost, nothing mixed.
- */
 function inodeOf(path: string): number | null {
   try {
     return statSync(path).ino;
@@ -280,6 +275,11 @@ function inodeOf(path: string): number | null {
   }
 }
 
+/**
+ * `tail -f` for the live audit file: print lines appended after byte `from`. Reads through an open
+ * descriptor, so when the file is rotated (renamed away, a new one created) the rest of the old file
+ * is still read to its end before the new one is read from its start: nothing lost, nothing mixed.
+ */
 async function followFile(path: string, from: number, print: (line: string) => void, tick: () => void): Promise<never> {
   let fd: number | null = null;
   let offset = from;
@@ -310,6 +310,7 @@ async function followFile(path: string, from: number, print: (line: string) => v
         drain(fd); // whatever was written to it before the rename
         closeSync(fd);
         fd = null;
+        offset = 0; // whatever is opened next is read from its start
         if (partial !== '') print(partial); // a rotated file ends with a whole line
         partial = '';
         // Several rotations may have happened since the last look: the files renamed after ours are
@@ -328,7 +329,6 @@ async function followFile(path: string, from: number, print: (line: string) => v
           closeSync(fd);
           fd = openSync(path, 'r');
         }
-        offset = 0;
         continue; // read the new live file at once
       }
     } catch {
