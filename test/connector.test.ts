@@ -305,3 +305,25 @@ value_from_env = "FIRMA_TEST_DEFINITELY_UNSET"
     /credentials\[0\]: environment variable FIRMA_TEST_DEFINITELY_UNSET is not set/,
   );
 });
+
+t.test('a bypassed (blind) tunnel never fetches a credential it cannot inject: Vault down does not break it', async (t) => {
+  const { upstreamPki } = await import('./helpers/pki.js');
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const vaultPort = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  const sc = await startTestSidecar(`
+[[credentials]]
+host = "localhost:${tlsUp.port}"
+mode = "vault"
+secret_path = "secret/data/x#k"
+
+[vault]
+address = "http://127.0.0.1:${vaultPort}"
+timeout_ms = 300
+`, { mitm: 'bypass_hosts = ["localhost"]' });
+  t.teardown(() => sc.stop());
+  const r = await curl(['--proxy', sc.proxyUrl, '--cacert', upstreamPki().caPath, `https://localhost:${tlsUp.port}/echo`]);
+  t.equal(r.status, 200, `tunnelled blind although Vault is unreachable: ${r.stderr}`);
+  t.notOk('authorization' in (JSON.parse(r.body) as { headers: Record<string, string> }).headers, 'nothing injected');
+});
