@@ -267,6 +267,16 @@ t.test('stdout sink and `firma audit tail -f`: events show up as requests happen
   t.notMatch(out, /outcome {2}local-agent {2}200/, 'no separate outcome line for it');
 });
 
+t.test('[audit] stdout writes every event whatever log_level is', async (t) => {
+  const sc = await startTestSidecar('\n[audit]\nstdout = true\n', { rules: RULES, sidecar: 'log_level = "warn"' });
+  t.teardown(() => sc.stop());
+  const r = await curl(['--proxy', sc.proxyUrl, `${up.origin}/admin/quiet`]);
+  t.equal(r.status, 403);
+  for (let i = 0; i < 40 && !sc.logs.some((l) => l.includes('/admin/quiet')); i++) await new Promise((res) => setTimeout(res, 50));
+  t.ok(sc.logs.some((l) => l.includes('"msg":"audit"') && l.includes('/admin/quiet')), 'the audit line is on stdout');
+  t.notOk(sc.logs.some((l) => l.includes('"msg":"request"')), 'while info-level log lines are not');
+});
+
 t.test('firma audit tail: one line per request; -f shows a long stream as in progress, then its outcome', async (t) => {
   const sc = await startTestSidecar('', { rules: RULES + '\n[[rules]]\nhost = "127.0.0.1"\npath = "/sse"\naction_class = "demo.stream"\nrisk = "low"\n' });
   t.teardown(() => sc.stop());

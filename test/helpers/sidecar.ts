@@ -96,7 +96,7 @@ export async function startTestSidecar(extraToml = '', sections: TestSidecarOpti
   const dir = mkdtempSync(join(tmpdir(), 'firma-sidecar-'));
   const toml = `
 [sidecar]
-log_level = "info"
+${sections.sidecar?.includes('log_level') === true ? '' : 'log_level = "info"'}
 drain_timeout_ms = 2000
 ${sections.sidecar ?? ''}
 [sidecar.interceptor]
@@ -123,7 +123,7 @@ ${extraToml}
       cb();
     },
   });
-  const log = createLogger('info', { destination: sink });
+  const log = createLogger(config.sidecar.log_level, { destination: sink });
   const sidecar = await Sidecar.start({
     config,
     log,
