@@ -240,6 +240,15 @@ t.test('response_hash of a 50 MiB download equals sha256 of what the client rece
   t.equal(outcome?.['response_hash'], got);
 });
 
+/** `firma audit tail -f` on the sidecar's log, killed at teardown; returns what it has printed so far. */
+function followTail(t: { teardown: (fn: () => unknown) => void }, sc: TestSidecar, args: string[] = []): () => string {
+  const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', ...args, '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
+  t.teardown(() => tail.kill('SIGKILL'));
+  let out = '';
+  tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  return () => out;
+}
+
 function startDir(): string {
   return join('/tmp', `firma-audit-${randomBytes(4).toString('hex')}`);
 }
@@ -247,24 +256,21 @@ function startDir(): string {
 t.test('stdout sink and `firma audit tail -f`: events show up as requests happen', async (t) => {
   const sc = await startTestSidecar('\n[audit]\nstdout = true\n', { rules: RULES });
   t.teardown(() => sc.stop());
-  const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
-  t.teardown(() => tail.kill('SIGKILL'));
-  let out = '';
-  tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  const out = followTail(t, sc);
   // The follower has read the existing file once it printed the start event; the deny comes after.
-  for (let i = 0; i < 200 && !out.includes('lifecycle  start'); i++) await new Promise((res) => setTimeout(res, 50));
-  t.match(out, /lifecycle {2}start/, 'the existing events are printed first');
+  for (let i = 0; i < 200 && !out().includes('lifecycle  start'); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out(), /lifecycle {2}start/, 'the existing events are printed first');
   const r = await curl(['--proxy', sc.proxyUrl, `${up.origin}/admin/tail-me`]);
   t.equal(r.status, 403);
-  for (let i = 0; i < 200 && !out.includes('/admin/tail-me'); i++) await new Promise((res) => setTimeout(res, 50));
-  t.match(out, /deny .*\/admin\/tail-me/, 'the new deny appears in the followed view');
+  for (let i = 0; i < 200 && !out().includes('/admin/tail-me'); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out(), /deny .*\/admin\/tail-me/, 'the new deny appears in the followed view');
   t.ok(sc.logs.some((l) => l.includes('"msg":"audit"') && l.includes('/admin/tail-me')), 'and as a JSON line on the logger (stdout sink)');
   // One line per request: an allowed call's decision and outcome together.
   const ok = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo?tail=1`]);
   t.equal(ok.status, 200);
-  for (let i = 0; i < 200 && !out.includes('/echo?tail='); i++) await new Promise((res) => setTimeout(res, 50));
-  t.match(out, /allow {2}local-agent {2}GET 127\.0\.0\.1:\d+\/echo\?tail=REDACTED {2}demo\.call\/low {2}\S+ {2}→ 200 {2}in=0B out=\d+B {2}[\d.]+ms {2}req=/, 'decision and outcome on one line');
-  t.notMatch(out, /outcome {2}local-agent {2}200/, 'no separate outcome line for it');
+  for (let i = 0; i < 200 && !out().includes('/echo?tail='); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out(), /allow {2}local-agent {2}GET 127\.0\.0\.1:\d+\/echo\?tail=REDACTED {2}demo\.call\/low {2}\S+ {2}→ 200 {2}in=0B out=\d+B {2}[\d.]+ms {2}req=/, 'decision and outcome on one line');
+  t.notMatch(out(), /outcome {2}local-agent {2}200/, 'no separate outcome line for it');
 });
 
 t.test('[audit] stdout writes every event whatever log_level is', async (t) => {
@@ -280,18 +286,15 @@ t.test('[audit] stdout writes every event whatever log_level is', async (t) => {
 t.test('firma audit tail: one line per request; -f shows a long stream as in progress, then its outcome', async (t) => {
   const sc = await startTestSidecar('', { rules: RULES + '\n[[rules]]\nhost = "127.0.0.1"\npath = "/sse"\naction_class = "demo.stream"\nrisk = "low"\n' });
   t.teardown(() => sc.stop());
-  const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', '--decision', 'allow', '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
-  t.teardown(() => tail.kill('SIGKILL'));
-  let out = '';
-  tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  const out = followTail(t, sc, ['--decision', 'allow']);
   await new Promise((res) => setTimeout(res, 500));
   const stream = curl(['--proxy', sc.proxyUrl, `${up.origin}/sse?n=25&gap=100`]);
-  for (let i = 0; i < 100 && !out.includes('(in progress)'); i++) await new Promise((res) => setTimeout(res, 50));
-  t.match(out, /allow .*\/sse\?n=REDACTED&gap=REDACTED .* {2}\(in progress\)/, 'a stream still running after a second is shown');
+  for (let i = 0; i < 100 && !out().includes('(in progress)'); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out(), /allow .*\/sse\?n=REDACTED&gap=REDACTED .* {2}\(in progress\)/, 'a stream still running after a second is shown');
   t.equal((await stream).status, 200);
-  for (let i = 0; i < 100 && !/outcome .* 200/.test(out); i++) await new Promise((res) => setTimeout(res, 50));
-  t.match(out, /outcome {2}local-agent {2}200 /, 'its outcome follows on its own line');
-  t.notMatch(out, /lifecycle/, '--decision allow: lifecycle events filtered out');
+  for (let i = 0; i < 100 && !/outcome .* 200/.test(out()); i++) await new Promise((res) => setTimeout(res, 50));
+  t.match(out(), /outcome {2}local-agent {2}200 /, 'its outcome follows on its own line');
+  t.notMatch(out(), /lifecycle/, '--decision allow: lifecycle events filtered out');
   await sc.stop();
   // Read whole (no -f): every line a request.
   const once = await firma(['audit', 'tail', '--config', join(sc.dir, 'firma.toml')], sc.dir);
@@ -302,22 +305,19 @@ t.test('firma audit tail: one line per request; -f shows a long stream as in pro
 t.test('firma audit tail -f across rotations: every request once, none lost or mixed', async (t) => {
   const sc = await startTestSidecar('\n[audit]\nmax_file_bytes = 4096\n', { rules: RULES });
   t.teardown(() => sc.stop());
-  const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
-  t.teardown(() => tail.kill('SIGKILL'));
-  let out = '';
-  tail.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  for (let i = 0; i < 200 && !out.includes('lifecycle  start'); i++) await new Promise((res) => setTimeout(res, 50));
+  const out = followTail(t, sc);
+  for (let i = 0; i < 200 && !out().includes('lifecycle  start'); i++) await new Promise((res) => setTimeout(res, 50));
   const n = 40; // ~2 KiB of events per request: the file rotates many times meanwhile
   for (let i = 0; i < n; i++) {
     const r = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo?i=${i}`]);
     t.equal(r.status, 200);
     if (i % 8 === 7) await new Promise((res) => setTimeout(res, 300)); // let the follower see some rotations happen
   }
-  const lines = (): string[] => out.split('\n').filter((l) => / → 200 /.test(l));
+  const lines = (): string[] => out().split('\n').filter((l) => / → 200 /.test(l));
   for (let i = 0; i < 100 && lines().length < n; i++) await new Promise((res) => setTimeout(res, 50));
   const rotated = readdirSync(join(sc.dir, 'audit')).filter((f) => /\.jsonl\.\d+$/.test(f));
   t.ok(rotated.length >= 3, `the log rotated (${rotated.length} files)`);
   t.equal(lines().length, n, 'every request printed once');
   t.equal(new Set(lines().map((l) => /req=(\S+)/.exec(l)?.[1])).size, n, 'no request twice');
-  t.notMatch(out, /unparsable/, 'no line cut or mixed');
+  t.notMatch(out(), /unparsable/, 'no line cut or mixed');
 });

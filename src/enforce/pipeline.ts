@@ -279,8 +279,8 @@ function baseEnvelope(raw: RawRequest, normalize: boolean): Envelope {
   };
 }
 
-/** A deny for a request whose classification threw; never an allow, in any mode. */
-export function classificationFailed(raw: RawRequest, stage: 'mapping' | 'policy' = 'mapping'): Denied {
+/** A deny for a request whose classification or decision threw; never an allow, in any mode. */
+export function deniedOnInternalError(raw: RawRequest, stage: 'mapping' | 'policy' = 'mapping'): Denied {
   return {
     verdict: 'deny',
     envelope: baseEnvelope(raw, false),

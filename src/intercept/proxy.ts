@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { Identity, RawRequest, Target, EnvelopeKind, Envelope } from '../normalize/envelope.js';
 import type { Decision, Denied, Held } from '../enforce/decision.js';
 import type { Connector, DispatchOutcome, BufferedBody } from '../connector/connector.js';
-import { classificationFailed } from '../enforce/pipeline.js';
+import { deniedOnInternalError } from '../enforce/pipeline.js';
 import type { DecisionSnapshot, DecisionSource } from '../enforce/decision-set.js';
 import { readBoundedBody, extractBodyFields, hasRequestBody } from '../normalize/body.js';
 import type { AuditRecorder } from '../audit/record.js';
@@ -306,14 +306,14 @@ export class Interceptor implements TransparentAcceptor {
       envelope = snapshot.pipeline.classify(raw);
     } catch (err) {
       this.#log.error({ err, request_id: requestId }, 'classification failed; denied');
-      return { decision: classificationFailed(raw), body: null };
+      return { decision: deniedOnInternalError(raw), body: null };
     }
     try {
       return await this.#decide(snapshot, envelope, identity, req, client);
     } catch (err) {
       // Every expected failure is a typed decision already; this is a bug. Deny, never crash.
       this.#log.error({ err, request_id: requestId }, 'decision failed; denied');
-      return { decision: classificationFailed(raw, 'policy'), body: null };
+      return { decision: deniedOnInternalError(raw, 'policy'), body: null };
     }
   }
 

@@ -155,11 +155,14 @@ export function repeatedKeyOnPath(text: string, fields: readonly string[]): stri
       let j = i + 1;
       while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
       if (top !== undefined && !top.array && top.expectKey) {
-        const key = JSON.parse(text.slice(i, j + 1)) as string;
-        if (top.path !== null && onPath.has(join(top.path, key)) && top.keys.has(key)) return join(top.path, key);
-        top.keys.add(key);
-        top.lastKey = key;
         top.expectKey = false;
+        // Keys of objects off every field's path are neither decoded nor remembered.
+        if (top.path !== null) {
+          const key = JSON.parse(text.slice(i, j + 1)) as string;
+          if (onPath.has(join(top.path, key)) && top.keys.has(key)) return join(top.path, key);
+          top.keys.add(key);
+          top.lastKey = key;
+        }
       }
       i = j;
     }
