@@ -7,7 +7,7 @@
 #   docker run --rm -v "$PWD/my:/etc/firma:ro" firma-sidecar start --config /etc/firma/firma.toml
 #
 # The sidecar runs as UID 1337 (user "firma"); deploy/k8s exempts exactly that UID from the iptables
-# redirect, so the two must stay equal (test/deploy.test.ts checks it).
+# redirect, so the two must stay equal (test/e2e/deploy.test.ts checks it).
 ARG NODE_IMAGE=node:20-bookworm-slim
 
 # --- build: compile TypeScript ------------------------------------------------------------------------

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import CA from 'http-mitm-proxy/dist/lib/ca.js';
-import { initCa } from '../dist/intercept/ca.js';
-import { LeafCertificates } from '../dist/intercept/leaf-certs.js';
-import { parseHost } from '../dist/intercept/hostname.js';
+import { initCa } from '../dist/intercept/tls/ca.js';
+import { LeafCertificates } from '../dist/intercept/tls/leaf-certs.js';
+import { parseHost } from '../dist/core/host.js';
 
 const N = Number(process.argv[2] ?? 20);
 const dir = mkdtempSync(join(tmpdir(), 'hmp-probe-'));

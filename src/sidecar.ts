@@ -1,15 +1,15 @@
 import type { AddressInfo } from 'node:net';
 import type { FirmaConfig } from './config/index.js';
-import type { Logger } from './log.js';
-import { initCa, type CertificateAuthority } from './intercept/ca.js';
-import { LeafCertificates } from './intercept/leaf-certs.js';
+import type { Logger } from './core/log.js';
+import { initCa, type CertificateAuthority } from './intercept/tls/ca.js';
+import { LeafCertificates } from './intercept/tls/leaf-certs.js';
 import { Interceptor } from './intercept/proxy.js';
 import { Connector } from './connector/connector.js';
 import { AdminServer } from './admin/server.js';
 import { createPipeline } from './enforce/setup.js';
 import { AuditWriter } from './audit/writer.js';
 import { AuditRecorder } from './audit/record.js';
-import { errorCode } from './errors.js';
+import { errorCode } from './core/errors.js';
 import { buildEgress } from './connector/egress.js';
 import { EgressGuard, type LookupFunction } from './connector/ssrf.js';
 import { ApprovalQueue, type ApprovalView } from './enforce/approval.js';
@@ -17,7 +17,7 @@ import { AdminTokens } from './admin/auth.js';
 import { ApprovalsApi } from './admin/approvals-api.js';
 import { webhookNotifier } from './admin/webhook.js';
 import { TransparentListener } from './intercept/transparent.js';
-import type { OriginalDestinationLookup } from './intercept/original-dst.js';
+import type { OriginalDestinationLookup } from './intercept/transparent/original-dst.js';
 import { Metrics } from './admin/metrics.js';
 import { Reloader, type ReloadResult, type ReloadTrigger } from './reload/reloader.js';
 

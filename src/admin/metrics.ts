@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics for `GET /metrics` on the admin listener (SPEC §3).
+ * Prometheus metrics for `GET /metrics` on the admin listener (docs/listeners.md).
  *
  * One `Metrics` per sidecar, with its own prom-client `Registry` (never the global default one: two
  * sidecars in one process, as in the tests, must not share or collide on series).
@@ -17,8 +17,11 @@
  * values are the hosts configured in `[[sidecar.connector.hosts]]`, every other host is "other".
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ConnectorErrorKind } from '../connector/errors.js';
-import type { Target, EnvelopeKind } from '../normalize/envelope.js';
+import type { ConnectorErrorKind } from '../core/outcome.js';
+import type { Target, EnvelopeKind } from '../core/envelope.js';
+import type { AuditWriteMetrics, LeafCertificateStats, RateLimitMetrics, RateLimitRejection, RequestMetrics } from '../core/metrics.js';
+
+export type { AuditWriteMetrics, LeafCertificateStats, RateLimitMetrics, RateLimitRejection, RequestMetrics };
 import type { UpstreamHostKey } from '../config/validators.js';
 
 /** Label value of every host not configured in `[[sidecar.connector.hosts]]`. */
@@ -30,7 +33,6 @@ export const MAX_DECISION_SERIES = 500;
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 const ERROR_KINDS: readonly ConnectorErrorKind[] = ['timeout', 'network', 'invalid_request', 'rate_limited', 'credential'];
-export type RateLimitRejection = 'rate_limited' | 'limiter_unavailable';
 const REJECTIONS: readonly RateLimitRejection[] = ['rate_limited', 'limiter_unavailable'];
 
 /** Total time of dispatched requests: from sub-ms local answers to multi-minute model calls. */
@@ -39,38 +41,6 @@ const REQUEST_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 const WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** One batched audit write (+ fsync when `fsync = "always"`). */
 const AUDIT_WRITE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
-
-// ------------------------------------------------------------------ what the instrumented modules see
-
-/** Decisions and outcomes, reported by the audit recorder (the one place every request passes). */
-export interface RequestMetrics {
-  /** One request decided (labels as in its audit decision event). */
-  decision(decision: string, stage: string, reason: string): void;
-  /** One dispatch finished: upstream status class, connector error, and total time of plain requests. */
-  outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: ConnectorErrorKind | null, durationMs: number): void;
-}
-
-/** Token buckets, reported by the connector for configured (hence labelled) buckets only. */
-export interface RateLimitMetrics {
-  /** A token was granted after `waitedMs` (0 when one was there at once). */
-  rateLimitGranted(bucket: string, waitedMs: number): void;
-  rateLimitRejected(bucket: string, reason: RateLimitRejection): void;
-}
-
-/** The audit writer's batches. */
-export interface AuditWriteMetrics {
-  /** One batch written (and fsynced when configured) in `seconds`. */
-  auditWritten(seconds: number): void;
-  /** A write, fsync, rotation or reopen of the audit file failed. */
-  auditWriteFailed(): void;
-}
-
-/** Counters kept by LeafCertificates (`stats`), read at scrape time. */
-export interface LeafCertificateStats {
-  readonly minted: number;
-  readonly cacheHits: number;
-  readonly evictions: number;
-}
 
 // ------------------------------------------------------------------ cells
 

@@ -1,6 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import type { ApprovalsApi } from './approvals-api.js';
 
 /** Each readiness check names one thing the sidecar needs before it may take traffic. */
@@ -34,7 +34,7 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 }
 
 /**
- * The admin listener (SPEC §3): liveness, readiness, metrics, the approvals API and page. It is a separate
+ * The admin listener (docs/listeners.md): liveness, readiness, metrics, the approvals API and page. It is a separate
  * listener so the proxy port never serves anything but proxied traffic.
  */
 export class AdminServer {

@@ -1,7 +1,7 @@
 import { request } from 'undici';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import type { ApprovalView } from '../enforce/approval.js';
-import { errorCode } from '../errors.js';
+import { errorCode } from '../core/errors.js';
 
 export interface WebhookOptions {
   /** Slack-compatible incoming webhook. Often a secret itself: only its origin is ever logged. */

@@ -1,7 +1,8 @@
 /**
- * The audit event contract (SPEC §5). One JSON object per line; every event is hash-chained and signed
+ * The audit event contract (docs/audit.md). One JSON object per line; every event is hash-chained and signed
  * by the writer, so callers only ever build an `AuditEventBody` (the event minus the integrity fields).
  */
+import type { ApprovalAction as AuditApprovalAction, GrantRecord as AuditGrant } from '../core/approval.js';
 
 export const AUDIT_EVENT_VERSION = 1;
 
@@ -13,7 +14,8 @@ export type AuditOutcomeError = 'timeout' | 'network' | 'invalid_request' | 'rat
  * disconnected). A standing grant is given by an `approved` event carrying `grant`; it ends with
  * `revoked` (by a person) or `expired`, both carrying the same `grant`.
  */
-export type AuditApprovalAction = 'requested' | 'approved' | 'denied' | 'expired' | 'cancelled' | 'revoked';
+export type { ApprovalAction as AuditApprovalAction, GrantRecord as AuditGrant } from '../core/approval.js';
+export { redactQuery } from '../core/redact.js';
 export type AuditLifecycleEvent = 'start' | 'stop' | 'reload' | 'audit_recovered' | 'audit_failed';
 
 /** Fields the writer assigns (seq, ts, chain, signature): never supplied by callers. */
@@ -89,17 +91,6 @@ export interface ApprovalBody extends BodyCommon {
   readonly grant: AuditGrant | null;
 }
 
-/** What a standing grant lets through without asking: this agent, this action class (on this host). */
-export interface AuditGrant {
-  readonly id: string;
-  readonly agent_id: string;
-  readonly action_class: string;
-  /** null: any host. */
-  readonly host: string | null;
-  /** RFC 3339 UTC. */
-  readonly expires_at: string;
-}
-
 export interface LifecycleBody extends BodyCommon {
   readonly type: 'lifecycle';
   readonly event: AuditLifecycleEvent;
@@ -124,20 +115,3 @@ export const REQUIRED_FIELDS: { readonly [K in AuditEventType]: readonly string[
 };
 
 export const COMMON_FIELDS: readonly string[] = ['v', 'seq', 'ts', 'type', 'request_id', 'agent_id', 'prev_hash', 'hash', 'sig'];
-
-/**
- * `path` + redacted `query`: keys kept (they say what was asked), values replaced by `REDACTED` (they may
- * carry API keys or personal data). `query` is the raw text after `?`, without it; null or '' → no `?`.
- * A key without `=` stays bare; empty values are redacted too so their presence leaks no information.
- */
-export function redactQuery(path: string, query: string | null): string {
-  if (query === null || query === '') return path;
-  const parts = query.split('&');
-  let out = '';
-  for (let i = 0; i < parts.length; i++) {
-    const p = parts[i] ?? '';
-    const eq = p.indexOf('=');
-    out += (i === 0 ? '' : '&') + (eq < 0 ? p : `${p.slice(0, eq)}=REDACTED`);
-  }
-  return `${path}?${out}`;
-}

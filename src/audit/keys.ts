@@ -1,7 +1,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FirmaError } from '../errors.js';
+import { FirmaError } from '../core/errors.js';
 
 export class AuditKeyError extends FirmaError {
   constructor(code: 'FIRMA_AUDIT_KEY_INSECURE' | 'FIRMA_AUDIT_KEY_INVALID', message: string, options?: { cause?: unknown }) {

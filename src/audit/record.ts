@@ -1,23 +1,12 @@
-import type { Logger } from '../log.js';
-import type { Decision, Held } from '../enforce/decision.js';
-import type { DispatchOutcome } from '../connector/connector.js';
-import type { SidecarReply } from '../intercept/respond.js';
+import type { Logger } from '../core/log.js';
+import type { Decision, Held } from '../core/decision.js';
+import type { DispatchOutcome } from '../core/outcome.js';
+import type { SidecarReply } from '../core/reply.js';
 import type { AuditWriter } from './writer.js';
-import type { AuditApprovalAction, AuditDecision, AuditEventBody, AuditGrant, AuditLifecycleEvent, DecisionBody } from './events.js';
-import { redactQuery } from './events.js';
-import type { RequestMetrics } from '../admin/metrics.js';
-
-/** One step of an approval, as the approval stage reports it. */
-export interface ApprovalStep {
-  readonly approvalId: string;
-  readonly action: AuditApprovalAction;
-  /** The approver's configured name; null when no person acted. */
-  readonly approver: string | null;
-  readonly reason: string | null;
-  readonly requestId: string | null;
-  readonly agentId: string | null;
-  readonly grant?: AuditGrant | null;
-}
+import type { AuditDecision, AuditEventBody, AuditLifecycleEvent, DecisionBody } from './events.js';
+import type { ApprovalStep } from '../core/approval.js';
+import { redactQuery } from '../core/redact.js';
+import type { RequestMetrics } from '../core/metrics.js';
 
 const AUDIT_UNAVAILABLE: SidecarReply = {
   status: 503,
@@ -29,7 +18,7 @@ const AUDIT_UNAVAILABLE: SidecarReply = {
 };
 
 /**
- * Turns what the pipeline decided and what the connector reported into audit events (SPEC §5), and is
+ * Turns what the pipeline decided and what the connector reported into audit events (docs/audit.md), and is
  * the one place that knows their field names. Events carry no header values, no token and no
  * credential: only ids, classes, reasons and sizes.
  */
@@ -88,7 +77,7 @@ export class AuditRecorder {
     return this.#append(this.#decisionBody(h, null, approvalId), false);
   }
 
-  /** An approval's step (SPEC §5 `approval` event). False when the log cannot take it. */
+  /** An approval's step (docs/audit.md `approval` event). False when the log cannot take it. */
   approval(step: ApprovalStep): boolean {
     return this.#append({
       type: 'approval',

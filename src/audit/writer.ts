@@ -1,14 +1,14 @@
 import { close, closeSync, constants, fstat, fstatSync, fsync, mkdirSync, open, openSync, readSync, rename, statSync, write } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { dirname } from 'node:path';
-import { FirmaError } from '../errors.js';
+import { FirmaError } from '../core/errors.js';
 import { canonicalEvent, chainHash, GENESIS_HASH } from './chain.js';
 import { createSigner, type HashSigner } from './signer.js';
 import type { AuditEvent, AuditEventBody } from './events.js';
 import { listRotated, rotatedName } from './files.js';
 import { loadOrCreateAuditKeys } from './keys.js';
 import { sealProblem, shapeProblem } from './verify.js';
-import type { AuditWriteMetrics } from '../admin/metrics.js';
+import type { AuditWriteMetrics } from '../core/metrics.js';
 
 export type AuditFsync = 'always' | 'interval' | 'never';
 

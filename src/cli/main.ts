@@ -8,12 +8,12 @@ import { RequestTail } from '../audit/tail.js';
 import { AUDIT_PUBLIC_KEY_FILE } from '../audit/keys.js';
 import type { AuditEvent } from '../audit/events.js';
 import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';
-import { initCa, loadCa, caEnvLines } from '../intercept/ca.js';
+import { initCa, loadCa, caEnvLines } from '../intercept/tls/ca.js';
 import { issueToken, revokeToken, parseDuration } from '../enforce/tokens.js';
 import { loadDecisionRules } from '../enforce/setup.js';
-import { createLogger } from '../log.js';
+import { createLogger } from '../core/log.js';
 import { Sidecar } from '../sidecar.js';
-import { errorCode } from '../errors.js';
+import { errorCode } from '../core/errors.js';
 
 const USAGE = `firma — egress sidecar proxy for AI agents
 

@@ -283,7 +283,7 @@ export const firmaConfigSchema = s
           .describe('Rotate the audit file past this size; the first event of the new file links to the last of the old.'),
         stdout: s.boolean().default(false).describe('Also write every event as a JSON line to stdout (through the logger), e.g. for a log collector.'),
       })
-      .describe('The signed, hash-chained audit log (SPEC §5).'),
+      .describe('The signed, hash-chained audit log (docs/audit.md).'),
 
     approvals: s
       .table({

@@ -5,7 +5,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { TomlError, parse } from 'smol-toml';
-import { FirmaError, errorCode } from '../errors.js';
+import { FirmaError, errorCode } from '../core/errors.js';
 import type { FirmaConfig } from './firma-config.js';
 import { firmaConfigSchema } from './firma-config.js';
 import { formatKeyPath } from './path.js';
@@ -126,7 +126,7 @@ export interface ResolveConfigPathOptions {
 }
 
 /**
- * SPEC §2 discovery: `--config PATH`, else `$FIRMA_CONFIG`, else `./firma.toml` if it exists, else null
+ * docs/commands.md config discovery: `--config PATH`, else `$FIRMA_CONFIG`, else `./firma.toml` if it exists, else null
  * (built-in defaults). An explicit path that does not exist is an error, never a silent fallback.
  * Returns an absolute path (relative ones resolve against `cwd`).
  */

@@ -6,8 +6,8 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import type { Failure, TransformContext } from './schema-dsl.js';
 import { describeValue, fail } from './schema-dsl.js';
-import { parseAuthority, parseHost } from '../intercept/hostname.js';
-import { parseCidrRule, type CidrRule } from '../connector/cidr.js';
+import { parseAuthority, parseHost } from '../core/host.js';
+import { parseCidrRule, type CidrRule } from '../core/cidr.js';
 
 export interface ListenAddress {
   /** IPv4 literal, IPv6 literal without brackets, or "localhost". */

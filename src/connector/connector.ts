@@ -6,20 +6,22 @@ import { createHash, type Hash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher } from 'undici';
-import type { Allowed } from '../enforce/decision.js';
+import type { Allowed } from '../core/decision.js';
 import { isIssuedAllowed } from '../enforce/pipeline.js';
-import { FirmaError, errorCode } from '../errors.js';
-import { hasRequestBody } from '../normalize/body.js';
-import { downstreamResponseHeaders, upstreamRequestHeaders } from '../intercept/headers.js';
-import { sendReply, sendReplyRaw, type SidecarReply } from '../intercept/respond.js';
-import { formatAuthority } from '../intercept/hostname.js';
-import { CONNECTOR_ERROR_STATUS, classifyUpstreamError, findDestinationDenied, type ConnectorErrorKind } from './errors.js';
+import { FirmaError, errorCode } from '../core/errors.js';
+import { hasRequestBody } from '../core/http.js';
+import type { BufferedBody, DispatchOutcome } from '../core/outcome.js';
+import { downstreamResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { sendReply, sendReplyRaw, type SidecarReply } from '../core/reply.js';
+import { formatAuthority } from '../core/host.js';
+import { CONNECTOR_ERROR_STATUS, classifyUpstreamError, findDestinationDenied } from './errors.js';
+import type { ConnectorErrorKind } from '../core/outcome.js';
 import type { HostPolicies, HostPolicy } from './host-policy.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { CredentialInjector } from './credentials.js';
 import type { EgressGuard } from './ssrf.js';
 import { createGuardedConnect, dialTcp } from './dial.js';
-import type { RateLimitMetrics } from '../admin/metrics.js';
+import type { RateLimitMetrics } from '../core/metrics.js';
 
 /** The per-host settings a hot reload may replace (as one value: a request reads them once). */
 export interface EgressSettings {
@@ -40,27 +42,6 @@ export interface ConnectorOptions extends EgressSettings {
   readonly metrics?: RateLimitMetrics;
 }
 
-/** What happened to one dispatch; handed to the decision log line and, later, the audit outcome event. */
-export interface DispatchOutcome {
-  /** Upstream status, or the sidecar's own status when it answered in place of the upstream. */
-  readonly status: number;
-  readonly upstreamStatus: number | null;
-  readonly error: ConnectorErrorKind | null;
-  readonly errorCode: string | null;
-  /** Request body bytes read from the agent. */
-  readonly bytesIn: number;
-  /** Response body bytes written to the agent. */
-  readonly bytesOut: number;
-  /** The agent went away before the response finished. */
-  readonly clientAborted: boolean;
-  /** A credential was added to the request (never the value). */
-  readonly credentialInjected: boolean;
-  /** Time spent waiting for a rate-limit token. */
-  readonly waitedMs: number;
-  /** `sha256:<hex>` of the response body bytes as streamed to the agent; null when none was relayed. */
-  readonly responseHash: string | null;
-}
-
 /** Everything decided before a byte goes upstream: the deadline and the credential to inject. */
 type Preflight =
   | { readonly ok: true; readonly deadline: number; readonly policy: HostPolicy; readonly credentials: readonly ResolvedCredential[] | null; readonly waitedMs: number }
@@ -74,13 +55,6 @@ interface ResolvedCredential {
 export type TunnelDial =
   | { readonly ok: true; readonly socket: Socket }
   | { readonly ok: false; readonly error: ConnectorErrorKind; readonly reply: Omit<SidecarReply, 'requestId'> };
-
-/** Request body bytes the sidecar already read (to check body fields); sent first, then the rest. */
-export interface BufferedBody {
-  readonly prefix: Buffer;
-  /** The prefix is the whole body. */
-  readonly complete: boolean;
-}
 
 const EVENT_STREAM = 'text/event-stream';
 
@@ -505,7 +479,7 @@ function refused(pre: Extract<Preflight, { ok: false }>): DispatchOutcome {
   };
 }
 
-/** A dispatch failure as the sidecar answers it: SSRF denials are 403s, the rest SPEC §3 statuses. */
+/** A dispatch failure as the sidecar answers it: SSRF denials are 403s, the rest the statuses in docs/listeners.md. */
 function describeFailure(err: unknown, allowed: Allowed): { kind: ConnectorErrorKind; code: string; reply: Omit<SidecarReply, 'requestId'> } {
   const denied = findDestinationDenied(err);
   if (denied !== null) {

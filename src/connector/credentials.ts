@@ -1,13 +1,13 @@
 /**
  * Credential injection: which configured credential applies to an allowed request, and its value.
- * Runs after the decision and before dispatch (SPEC §1); the agent never holds the secret.
+ * Runs after the decision and before dispatch (docs/architecture.md); the agent never holds the secret.
  *
  * Matching is exact and fails towards "no credential": a credential goes to the host (and port) it
  * names, and over plain http only when the entry says `allow_plaintext = true`.
  */
 import type { FirmaConfig } from '../config/index.js';
-import { FirmaError } from '../errors.js';
-import type { Target } from '../normalize/envelope.js';
+import { FirmaError } from '../core/errors.js';
+import type { Target } from '../core/envelope.js';
 import { VaultClient, VaultError, type VaultClientOptions } from './vault.js';
 
 export type CredentialEntry = FirmaConfig['credentials'][number];

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { buildConnector } from 'undici';
-import { FirmaError } from '../errors.js';
+import { FirmaError } from '../core/errors.js';
 import type { EgressGuard, VettedAddress } from './ssrf.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { FirmaConfig } from '../config/index.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import type { EgressSettings } from './connector.js';
 import { HostPolicies } from './host-policy.js';
 import { createRateLimiter, type RateLimiter } from './rate-limit.js';

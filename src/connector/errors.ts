@@ -1,9 +1,7 @@
-import { errorCode } from '../errors.js';
+import { errorCode } from '../core/errors.js';
+import type { ConnectorErrorKind } from '../core/outcome.js';
 
-/** Typed connector outcomes (SPEC §5 `error`); an upstream answering with any status is a success. */
-export type ConnectorErrorKind = 'timeout' | 'network' | 'invalid_request' | 'rate_limited' | 'credential';
-
-/** SPEC §3 status for each connector error when the sidecar answers in place of the upstream. */
+/** the status (docs/listeners.md) for each connector error when the sidecar answers in place of the upstream. */
 export const CONNECTOR_ERROR_STATUS: Readonly<Record<ConnectorErrorKind, number>> = {
   timeout: 504,
   network: 502,

@@ -1,5 +1,5 @@
 import type { FirmaConfig } from '../config/index.js';
-import type { Target } from '../normalize/envelope.js';
+import type { Target } from '../core/envelope.js';
 
 /** What the connector applies to one upstream: its limits, resolved from `[[sidecar.connector.hosts]]`. */
 export interface HostPolicy {

@@ -22,8 +22,8 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { FirmaError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { FirmaError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
 import type { Acquired, BucketLimit, LocalRateLimiter, RateLimiter, RedisLimitConfig } from './rate-limit.js';
 
 /**

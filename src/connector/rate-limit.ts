@@ -13,8 +13,8 @@
  * script per acquire instead of bottleneck's ioredis datastore, for the measured reasons given at the
  * top of that file.
  */
-import { FirmaError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { FirmaError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
 import type { FirmaConfig } from '../config/index.js';
 import type { UpstreamHostKey } from '../config/validators.js';
 import { RedisRateLimiter } from './rate-limit-redis.js';

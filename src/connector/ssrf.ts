@@ -1,8 +1,8 @@
 import { lookup as systemLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { FirmaError } from '../errors.js';
-import { addressBytes, inBlock, type CidrRule } from './cidr.js';
+import { FirmaError } from '../core/errors.js';
+import { addressBytes, inBlock, type CidrRule } from '../core/cidr.js';
 
 /**
  * The SSRF guard: every upstream connection is dialled to an address this module vetted, never to a

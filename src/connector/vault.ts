@@ -11,7 +11,7 @@
 import { readFile } from 'node:fs/promises';
 import { Agent, request } from 'undici';
 import type { FirmaConfig } from '../config/index.js';
-import { FirmaError, errorCode } from '../errors.js';
+import { FirmaError, errorCode } from '../core/errors.js';
 
 export type VaultConfig = FirmaConfig['vault'];
 

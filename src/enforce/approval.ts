@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import type { Held } from './decision.js';
-import type { BodyValue } from '../normalize/envelope.js';
-import type { AuditGrant } from '../audit/events.js';
-import type { ApprovalStep } from '../audit/record.js';
-import { redactQuery } from '../audit/events.js';
+import type { Held } from '../core/decision.js';
+import type { BodyValue } from '../core/envelope.js';
+import type { ApprovalStep, GrantRecord } from '../core/approval.js';
+import { redactQuery } from '../core/redact.js';
 
 /**
  * The approval stage: requests that a policy permits only with a person's approval wait here, held
@@ -453,7 +452,7 @@ function cleanReason(text: string | undefined): string | null | false {
   return t.length > MAX_REASON_CHARS ? false : t;
 }
 
-function auditGrant(g: Grant): AuditGrant {
+function auditGrant(g: Grant): GrantRecord {
   return { id: g.id, agent_id: g.agentId, action_class: g.actionClass, host: g.host, expires_at: iso(g.expiresAt) };
 }
 

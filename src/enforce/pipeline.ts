@@ -1,8 +1,8 @@
-import type { Envelope, Identity, RawRequest, BodyValue } from '../normalize/envelope.js';
-import { splitTarget } from '../normalize/envelope.js';
+import type { Envelope, Identity, RawRequest, BodyValue } from '../core/envelope.js';
+import { splitTarget } from '../core/envelope.js';
 import { normalizePath } from '../normalize/path.js';
 import type { MappingTable } from '../normalize/mapping.js';
-import type { Allowed, ApprovalGrantFacts, Decision, Denied, DecisionFacts, Held, Stage, WouldDeny } from './decision.js';
+import type { Allowed, ApprovalGrantFacts, Decision, Denied, DecisionFacts, Held, Stage, WouldDeny } from '../core/decision.js';
 import type { ApprovalQueue } from './approval.js';
 import type { CapabilityVerifier, CapabilityCheck } from './capability.js';
 import type { PolicyEngine } from './policy.js';

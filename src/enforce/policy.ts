@@ -1,5 +1,5 @@
 /**
- * Stage 2: Cedar runtime policies (SPEC §1). `PolicyEngine.load` reads every `*.cedar` file in a folder,
+ * Stage 2: Cedar runtime policies (docs/architecture.md). `PolicyEngine.load` reads every `*.cedar` file in a folder,
  * gives each policy a stable id, parses and validates the set against the shipped schema
  * (cedar-schema.ts) and reports every problem as `file:line:col: id: message` in one ConfigError.
  * `evaluate` turns Cedar's answer into allow / deny / approval; any error denies (fail closed).
@@ -31,8 +31,8 @@ import type {
 } from '@cedar-policy/cedar-wasm/nodejs';
 import { ConfigError } from '../config/index.js';
 import type { ConfigIssue } from '../config/index.js';
-import { FirmaError } from '../errors.js';
-import type { Risk } from '../normalize/envelope.js';
+import { FirmaError } from '../core/errors.js';
+import type { Risk } from '../core/envelope.js';
 import {
   ACTION_TYPE,
   AGENT_TYPE,

@@ -5,14 +5,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FirmaConfig } from '../config/index.js';
 import { ConfigError, type ConfigIssue } from '../config/index.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import { MappingTable } from '../normalize/mapping.js';
 import { PolicyEngine } from './policy.js';
 import { CapabilityVerifier } from './capability.js';
 import { ActionCounters } from './counters.js';
 import { Pipeline } from './pipeline.js';
 import type { ApprovalQueue } from './approval.js';
-import { FirmaError } from '../errors.js';
+import { FirmaError } from '../core/errors.js';
 
 /** Mapping rules and policies, loaded and validated together so every error is reported at once. */
 export interface DecisionRules {

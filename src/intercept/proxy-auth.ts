@@ -1,4 +1,4 @@
-import type { Identity } from '../normalize/envelope.js';
+import type { Identity } from '../core/envelope.js';
 import { AGENT_ID } from '../config/validators.js';
 
 export type ProxyAuthResult =
@@ -6,7 +6,7 @@ export type ProxyAuthResult =
   | { readonly ok: false; readonly reason: 'proxy_auth_malformed' };
 
 /**
- * `Proxy-Authorization: Basic base64(agent_id:capability_token)` (SPEC §3), which is what every client
+ * `Proxy-Authorization: Basic base64(agent_id:capability_token)` (docs/listeners.md), which is what every client
  * sends for `HTTPS_PROXY=http://AGENT_ID:TOKEN@host:port`. Absent → the sidecar's own agent id.
  * Clients percent-encode userinfo before base64, so the id and token are percent-decoded.
  */

@@ -1,15 +1,9 @@
 import type { IncomingMessage } from 'node:http';
-import type { BodyValue } from './envelope.js';
+import type { BodyValue } from '../core/envelope.js';
 
 /** What was read; `prefix` is the whole body when ok, else the part read before stopping. */
 const EMPTY = Buffer.alloc(0);
 
-/** Whether the request carries a body at all (chunked, or a non-zero Content-Length). */
-export function hasRequestBody(req: IncomingMessage): boolean {
-  if (req.headers['transfer-encoding'] !== undefined) return true;
-  const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
-}
 
 export type BodyRead =
   | { readonly ok: true; readonly prefix: Buffer }

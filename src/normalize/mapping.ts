@@ -1,5 +1,5 @@
 /**
- * Mapping rules: `(method, host, normalised path)` → action class + risk tier (SPEC §1 "normalize").
+ * Mapping rules: `(method, host, normalised path)` → action class + risk tier (docs/architecture.md "Normalize").
  *
  * Rule files are TOML with `[[rules]]` entries:
  *
@@ -32,9 +32,9 @@ import type { ConfigIssue } from '../config/index.js';
 import { describeValue, fail, s } from '../config/schema-dsl.js';
 import type { Failure, Infer } from '../config/schema-dsl.js';
 import { scanTomlPositions } from '../config/toml-positions.js';
-import { errorCode } from '../errors.js';
-import { hostPatternMatches, parseHost } from '../intercept/hostname.js';
-import type { Risk } from './envelope.js';
+import { errorCode } from '../core/errors.js';
+import { hostPatternMatches, parseHost } from '../core/host.js';
+import type { Risk } from '../core/envelope.js';
 import { ANY_PATH, compileNameGlob, compilePathPattern, hasNameWildcard } from './glob.js';
 import type { PathPattern } from './glob.js';
 import { normalizePath } from './path.js';

@@ -1,12 +1,12 @@
 import type { FirmaConfig } from '../config/index.js';
 import { ConfigError, firmaConfigJsonSchema, formatConfigIssue, loadConfig, type JsonSchema } from '../config/index.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Connector } from '../connector/connector.js';
 import { buildEgress, unsharedParts, type EgressParts } from '../connector/egress.js';
 import { createPipeline, type PipelineSetup } from '../enforce/setup.js';
 import { DecisionSet, type DecisionSnapshot } from '../enforce/decision-set.js';
-import { errorCode } from '../errors.js';
+import { errorCode } from '../core/errors.js';
 import { ReloadWatcher, watchSpecs } from './watch.js';
 
 /** What a reload did: the new policy hash, or every reason the new set was refused. */

@@ -1,7 +1,7 @@
 import { watch, statSync, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { FirmaConfig } from '../config/index.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../core/log.js';
 import { ruleLocations } from '../enforce/setup.js';
 import { compileNameGlob, hasNameWildcard } from '../normalize/glob.js';
 

@@ -5,10 +5,10 @@ import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { parseConfigText } from '../../src/config/index.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger } from '../../src/core/log.js';
 import { Sidecar } from '../../src/sidecar.js';
 import type { LookupFunction } from '../../src/connector/ssrf.js';
-import type { OriginalDestinationLookup } from '../../src/intercept/original-dst.js';
+import type { OriginalDestinationLookup } from '../../src/intercept/transparent/original-dst.js';
 import { upstreamPki } from './pki.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');

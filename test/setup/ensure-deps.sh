@@ -7,8 +7,8 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-# Network namespaces, veth and iptables REDIRECT: transparent mode (test/transparent-netns.test.ts) and
-# deploy/k8s/firma-iptables.sh (test/deploy.test.ts).
+# Network namespaces, veth and iptables REDIRECT: transparent mode (test/e2e/transparent-netns.test.ts) and
+# deploy/k8s/firma-iptables.sh (test/e2e/deploy.test.ts).
 # Only root can build namespaces; without root that test skips, so these are not required then.
 if [[ $(id -u) -eq 0 ]]; then
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)

@@ -1,0 +1,39 @@
+/**
+ * What instrumented modules report to the metrics (docs/listeners.md, `GET /metrics`). The ports live
+ * here so the connector, the audit recorder and the leaf-certificate cache report without importing
+ * admin/, which implements them.
+ */
+import type { Target, EnvelopeKind } from './envelope.js';
+import type { ConnectorErrorKind } from './outcome.js';
+
+export type RateLimitRejection = 'rate_limited' | 'limiter_unavailable';
+
+/** Decisions and outcomes, reported by the audit recorder (the one place every request passes). */
+export interface RequestMetrics {
+  /** One request decided (labels as in its audit decision event). */
+  decision(decision: string, stage: string, reason: string): void;
+  /** One dispatch finished: upstream status class, connector error, and total time of plain requests. */
+  outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: ConnectorErrorKind | null, durationMs: number): void;
+}
+
+/** Token buckets, reported by the connector for configured (hence labelled) buckets only. */
+export interface RateLimitMetrics {
+  /** A token was granted after `waitedMs` (0 when one was there at once). */
+  rateLimitGranted(bucket: string, waitedMs: number): void;
+  rateLimitRejected(bucket: string, reason: RateLimitRejection): void;
+}
+
+/** The audit writer's batches. */
+export interface AuditWriteMetrics {
+  /** One batch written (and fsynced when configured) in `seconds`. */
+  auditWritten(seconds: number): void;
+  /** A write, fsync, rotation or reopen of the audit file failed. */
+  auditWriteFailed(): void;
+}
+
+/** Counters kept by LeafCertificates (`stats`), read at scrape time. */
+export interface LeafCertificateStats {
+  readonly minted: number;
+  readonly cacheHits: number;
+  readonly evictions: number;
+}
