@@ -247,7 +247,7 @@ t.test('key identifiers: SHA-1 of the EC point, computed without a JWK export (N
 
   // On Node 20.20, fresh EC keys + JWK exports under GC pressure deadlock the main thread within
   // a second or two (this hung `firma ca init` in CI). The built module must survive the same loop.
-  const ca = path.join(import.meta.dirname, '..', 'dist', 'intercept', 'ca.js');
+  const ca = path.join(import.meta.dirname, '..', '..', 'dist', 'intercept', 'tls', 'ca.js');
   const script = `
     import crypto from 'node:crypto';
     import { keyIdentifier } from ${JSON.stringify(ca)};
