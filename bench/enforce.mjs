@@ -13,7 +13,8 @@ import { PolicyEngine } from '../dist/enforce/policy.js';
 import { ActionCounters } from '../dist/enforce/counters.js';
 import { CapabilityVerifier } from '../dist/enforce/capability.js';
 import { issueToken } from '../dist/enforce/tokens.js';
-import { Pipeline } from '../dist/enforce/pipeline.js';
+import { Enforcer } from '../dist/enforce/enforcer.js';
+import { normalize } from '../dist/normalize/normalize.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const { values: args } = parseArgs({ options: { n: { type: 'string', default: '20000' } } });
@@ -41,10 +42,10 @@ for (let a = 0; a < AGENTS; a++) {
   }
 }
 const verifier = CapabilityVerifier.create({ publicKeyFile: keys.publicKeyFile, revocationFile: path.join(dir, 'keys', 'revoked.txt') });
-const pipeline = new Pipeline({
+const enforcer = new Enforcer({
   mode: 'enforce',
   defaultProtected: true,
-  mapping,
+  coversHost: (host) => mapping.coversHost(host),
   capabilities: verifier,
   selfToken: null,
   policy,
@@ -70,7 +71,7 @@ function once(i) {
   const agentId = `agent-${i % AGENTS}`;
   const identity = { agentId, token: tokens.get(`${agentId} ${host}`), source: 'proxy-authorization' };
   const raw = { requestId: String(i), kind: 'request', identity, method, target: target(host), pathAndQuery: p };
-  return pipeline.decide(pipeline.classify(raw), identity);
+  return enforcer.decide(normalize(raw, mapping), identity);
 }
 
 // Warm: first use verifies the token (~0.4 ms), later ones hit the cache.

@@ -3,10 +3,11 @@ import type { FirmaConfig } from './config/index.js';
 import type { Logger } from './core/log.js';
 import { initCa, type CertificateAuthority } from './intercept/tls/ca.js';
 import { LeafCertificates } from './intercept/tls/leaf-certs.js';
-import { Interceptor } from './intercept/proxy.js';
+import { Interceptor } from './intercept/server.js';
+import { RequestPipeline } from './pipeline/run.js';
 import { Connector } from './connector/connector.js';
 import { AdminServer } from './admin/server.js';
-import { createPipeline } from './enforce/setup.js';
+import { createPipeline } from './pipeline/setup.js';
 import { AuditWriter } from './audit/writer.js';
 import { AuditRecorder } from './audit/record.js';
 import { errorCode } from './core/errors.js';
@@ -16,7 +17,7 @@ import { ApprovalQueue, type ApprovalView } from './enforce/approval.js';
 import { AdminTokens } from './admin/auth.js';
 import { ApprovalsApi } from './admin/approvals-api.js';
 import { webhookNotifier } from './admin/webhook.js';
-import { TransparentListener } from './intercept/transparent.js';
+import { TransparentListener } from './intercept/transparent/listener.js';
 import type { OriginalDestinationLookup } from './intercept/transparent/original-dst.js';
 import { Metrics } from './admin/metrics.js';
 import { Reloader, type ReloadResult, type ReloadTrigger } from './reload/reloader.js';
@@ -154,18 +155,17 @@ export class Sidecar {
       ...(opts.upstreamCaPems !== undefined ? { extraCaPems: opts.upstreamCaPems } : {}),
     });
     const reloader = new Reloader({ config, log, audit, connector, setup: decisions, egress, metrics });
+    const pipeline = new RequestPipeline({ decisions: reloader.decisions, audit, connector, log });
     const interceptor = new Interceptor({
       listenHost: config.sidecar.interceptor.listen.host,
       listenPort: config.sidecar.interceptor.listen.port,
       defaultAgentId: config.sidecar.agent_id,
       bypassHosts: config.sidecar.interceptor.mitm.bypass_hosts,
       leafCerts,
-      decisions: reloader.decisions,
-      audit,
-      connector,
+      pipeline,
       log,
     });
-    metrics.setInFlightSource(() => interceptor.inFlight);
+    metrics.setInFlightSource(() => pipeline.inFlight);
     metrics.setLeafCertificateSource(() => leafCerts.stats);
     metrics.setAuditAvailableSource(() => audit.available);
     let sidecar: Sidecar | null = null;

@@ -1,5 +1,5 @@
 import type { Logger } from '../core/log.js';
-import type { Decision, Held } from '../core/decision.js';
+import type { Verdict, Held } from '../core/decision.js';
 import type { DispatchOutcome } from '../core/outcome.js';
 import type { SidecarReply } from '../core/reply.js';
 import type { AuditWriter } from './writer.js';
@@ -57,7 +57,7 @@ export class AuditRecorder {
    * The decision event, written before anything is dispatched. Returns false when the audit log cannot
    * take it: the caller must then not dispatch (fail closed).
    */
-  decision(d: Decision, reply: SidecarReply | null = null): boolean {
+  decision(d: Verdict, reply: SidecarReply | null = null): boolean {
     if (d.verdict === 'allow' && !this.#writer.available) {
       // Fail closed: while the log cannot be written nothing is dispatched. The refusal itself is
       // queued (written when the log recovers, in order) so the gap is explained in the log.
@@ -91,7 +91,7 @@ export class AuditRecorder {
     });
   }
 
-  #decisionBody(d: Decision | Held, reply: SidecarReply | null, heldFor: string | null = null): DecisionBody {
+  #decisionBody(d: Verdict | Held, reply: SidecarReply | null, heldFor: string | null = null): DecisionBody {
     const e = d.envelope;
     let verdict: AuditDecision;
     let stage: string;
@@ -161,7 +161,7 @@ export class AuditRecorder {
   }
 
   /** The outcome event, when the response has finished streaming or the dispatch failed. */
-  outcome(d: Decision, o: DispatchOutcome, durationMs: number): void {
+  outcome(d: Verdict, o: DispatchOutcome, durationMs: number): void {
     this.#metrics?.outcome(d.envelope.kind, d.envelope.target, o.upstreamStatus, o.error, durationMs);
     this.#append({
       type: 'outcome',

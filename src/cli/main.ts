@@ -10,7 +10,7 @@ import type { AuditEvent } from '../audit/events.js';
 import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';
 import { initCa, loadCa, caEnvLines } from '../intercept/tls/ca.js';
 import { issueToken, revokeToken, parseDuration } from '../enforce/tokens.js';
-import { loadDecisionRules } from '../enforce/setup.js';
+import { loadDecisionRules } from '../pipeline/setup.js';
 import { createLogger } from '../core/log.js';
 import { Sidecar } from '../sidecar.js';
 import { errorCode } from '../core/errors.js';

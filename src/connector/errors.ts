@@ -10,7 +10,8 @@ export const CONNECTOR_ERROR_STATUS: Readonly<Record<ConnectorErrorKind, number>
   credential: 502,
 };
 
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+// FIRMA_UPSTREAM_DEADLINE: the host's timeout_ms passed before response headers (connector/relay.ts).
+const TIMEOUT_CODES = new Set(['FIRMA_UPSTREAM_DEADLINE', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
 const INVALID_REQUEST_CODES = new Set([
   'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
   'UND_ERR_INVALID_ARG',

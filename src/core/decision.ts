@@ -37,14 +37,8 @@ export interface ApprovalGrantFacts {
   readonly approver: string;
 }
 
-// A type-level brand no other module can name, so no other module can write an `Allowed` literal.
-declare const allowedBrand: unique symbol;
-
-/**
- * The only value the connector accepts. It is created by the pipeline alone; the connector also checks
- * at run time that the value was issued by the pipeline (a cast cannot forge it).
- */
-export interface Allowed extends DecisionFacts {
+/** What stage 1 and stage 2 permit: an allow that the pipeline has not issued yet. */
+export interface Permitted extends DecisionFacts {
   readonly verdict: 'allow';
   readonly envelope: Envelope;
   readonly identity: Identity;
@@ -54,7 +48,35 @@ export interface Allowed extends DecisionFacts {
   readonly wouldDeny: WouldDeny | null;
   /** Set when a policy required approval and a person (or a standing grant) gave it. */
   readonly approval: ApprovalGrantFacts | null;
+}
+
+// A type-level brand no other module can name, so no other module can write an `Allowed` literal.
+declare const allowedBrand: unique symbol;
+
+/**
+ * The only value the connector accepts: a `Permitted` the pipeline issued once every step before
+ * dispatch was done (docs/architecture.md "The Allowed value"). The connector also checks at run time
+ * that the value was issued (a cast cannot forge it).
+ */
+export interface Allowed extends Permitted {
   readonly [allowedBrand]: true;
+}
+
+/** Every Allowed ever issued in this process. */
+const issued = new WeakSet<object>();
+
+/**
+ * Make `permitted` the Allowed the connector will take (the same object: no copy on the hot path).
+ * Only src/pipeline/ calls this; test/unit/architecture.test.ts fails on any other caller.
+ */
+export function issueAllowed(permitted: Permitted): Allowed {
+  issued.add(permitted);
+  return permitted as Allowed;
+}
+
+/** True only for values issued by `issueAllowed` in this process. */
+export function isIssuedAllowed(value: Allowed): boolean {
+  return issued.has(value);
 }
 
 export interface Denied extends DecisionFacts {
@@ -70,7 +92,7 @@ export interface Denied extends DecisionFacts {
 
 /**
  * A policy permits the request only with a person's approval: the request is held open while the
- * approval stage waits. Never dispatched as it is; `Pipeline.awaitApproval` turns it into a Decision.
+ * approval stage waits. Never dispatched as it is; `Enforcer.awaitApproval` turns it into a Verdict.
  */
 export interface Held extends DecisionFacts {
   readonly verdict: 'hold';
@@ -80,4 +102,8 @@ export interface Held extends DecisionFacts {
   readonly message: string;
 }
 
+/** What the enforce stage answers: permitted or denied. */
+export type Verdict = Permitted | Denied;
+
+/** What the pipeline acts on: an issued Allowed, or a deny. */
 export type Decision = Allowed | Denied;

@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+import type { SidecarReply } from '../core/reply.js';
 import type { Identity } from '../core/envelope.js';
 import { AGENT_ID } from '../config/validators.js';
 
@@ -37,5 +39,26 @@ export function identityFromProxyAuthorization(
   return {
     ok: true,
     identity: { agentId, token: token === '' ? null : token, source: 'proxy-authorization' },
+  };
+}
+
+/** The identity a request's Proxy-Authorization gives; null when the header is malformed. */
+export function identityOf(req: IncomingMessage, defaultAgentId: string): Identity | null {
+  const result = identityFromProxyAuthorization(req.headers['proxy-authorization'], defaultAgentId);
+  return result.ok ? result.identity : null;
+}
+
+const PROXY_AUTHENTICATE: Readonly<Record<string, string>> = { 'proxy-authenticate': 'Basic realm="firma"' };
+
+/** The 407 for a Proxy-Authorization the sidecar cannot read. */
+export function proxyAuthReply(requestId: string): SidecarReply {
+  return {
+    status: 407,
+    decision: 'deny',
+    stage: 'intercept',
+    reason: 'proxy_auth_malformed',
+    message: 'Proxy-Authorization must be Basic base64(agent_id:token)',
+    requestId,
+    headers: PROXY_AUTHENTICATE,
   };
 }

@@ -4,8 +4,8 @@ import type { Logger } from '../core/log.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Connector } from '../connector/connector.js';
 import { buildEgress, unsharedParts, type EgressParts } from '../connector/egress.js';
-import { createPipeline, type PipelineSetup } from '../enforce/setup.js';
-import { DecisionSet, type DecisionSnapshot } from '../enforce/decision-set.js';
+import { createPipeline, type PipelineSetup } from '../pipeline/setup.js';
+import { DecisionSet, type DecisionSnapshot } from '../pipeline/snapshot.js';
 import { errorCode } from '../core/errors.js';
 import { ReloadWatcher, watchSpecs } from './watch.js';
 
@@ -93,7 +93,8 @@ function reasons(err: unknown): string[] {
 
 function snapshotOf(config: FirmaConfig, setup: PipelineSetup, generation: number): DecisionSnapshot {
   return {
-    pipeline: setup.pipeline,
+    mapping: setup.rules.mapping,
+    enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,
     mode: config.sidecar.mode,

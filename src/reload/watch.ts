@@ -2,7 +2,7 @@ import { watch, statSync, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { FirmaConfig } from '../config/index.js';
 import type { Logger } from '../core/log.js';
-import { ruleLocations } from '../enforce/setup.js';
+import { ruleLocations } from '../pipeline/setup.js';
 import { compileNameGlob, hasNameWildcard } from '../normalize/glob.js';
 
 /** A folder to watch and which of its entry names matter. */

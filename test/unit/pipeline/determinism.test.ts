@@ -3,7 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../../src/config/index.js';
-import { createPipeline } from '../../../src/enforce/setup.js';
+import { createPipeline } from '../../../src/pipeline/setup.js';
+import { normalize } from '../../../src/normalize/normalize.js';
 import { issueToken } from '../../../src/enforce/tokens.js';
 import { createLogger } from '../../../src/core/log.js';
 import { REPO } from '../../helpers/sidecar.js';
@@ -50,7 +51,7 @@ required = true
   ];
   for (const [name, raw, verdict] of cases) {
     const decide = async (): Promise<string> => {
-      const d = await setup.pipeline.decide(setup.pipeline.classify(raw), raw.identity);
+      const d = await setup.enforcer.decide(normalize(raw, setup.rules.mapping), raw.identity);
       return JSON.stringify(d);
     };
     const first = await decide();

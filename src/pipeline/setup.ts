@@ -1,17 +1,17 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { ensureSigningKey } from './tokens.js';
+import { ensureSigningKey } from '../enforce/tokens.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FirmaConfig } from '../config/index.js';
 import { ConfigError, type ConfigIssue } from '../config/index.js';
 import type { Logger } from '../core/log.js';
 import { MappingTable } from '../normalize/mapping.js';
-import { PolicyEngine } from './policy.js';
-import { CapabilityVerifier } from './capability.js';
-import { ActionCounters } from './counters.js';
-import { Pipeline } from './pipeline.js';
-import type { ApprovalQueue } from './approval.js';
+import { PolicyEngine } from '../enforce/policy.js';
+import { CapabilityVerifier } from '../enforce/capability.js';
+import { ActionCounters } from '../enforce/counters.js';
+import { Enforcer } from '../enforce/enforcer.js';
+import type { ApprovalQueue } from '../enforce/approval.js';
 import { FirmaError } from '../core/errors.js';
 
 /** Mapping rules and policies, loaded and validated together so every error is reported at once. */
@@ -61,7 +61,7 @@ export function ruleLocations(config: FirmaConfig): { rulesPaths: readonly strin
 }
 
 export interface PipelineSetup {
-  readonly pipeline: Pipeline;
+  readonly enforcer: Enforcer;
   readonly rules: DecisionRules;
   /** Stage 1 (null when `[sidecar.capabilities] required = false`); possibly shared with the next setup. */
   readonly verifier: CapabilityVerifier | null;
@@ -133,10 +133,10 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
   }
   const counters = reuse.previous?.counters ?? new ActionCounters();
   const approvals = reuse.approvals !== undefined ? reuse.approvals : (reuse.previous?.approvals ?? null);
-  const pipeline = new Pipeline({
+  const enforcer = new Enforcer({
     mode: config.sidecar.mode,
     defaultProtected: config.sidecar.mapping.default_protected,
-    mapping: rules.mapping,
+    coversHost: (host) => rules.mapping.coversHost(host),
     capabilities: verifier,
     selfToken,
     policy: rules.policy,
@@ -145,7 +145,7 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
     onError: (err, requestId) => log.error({ err, request_id: requestId }, 'enforcement failed; denied'),
   });
   return {
-    pipeline,
+    enforcer,
     rules,
     verifier,
     counters,

@@ -6,10 +6,10 @@
  * the interceptor's: the same MITM, pipeline, connector and audit as a CONNECT tunnel.
  */
 import net, { type AddressInfo, type Socket } from 'node:net';
-import type { Logger } from '../core/log.js';
-import type { Target } from '../core/envelope.js';
-import { parseAuthority, parseHost } from '../core/host.js';
-import { ConntrackTable, CONNTRACK_PATH, type OriginalDestinationLookup } from './transparent/original-dst.js';
+import type { Logger } from '../../core/log.js';
+import type { Target } from '../../core/envelope.js';
+import { parseAuthority, parseHost } from '../../core/host.js';
+import { ConntrackTable, CONNTRACK_PATH, type OriginalDestinationLookup } from './original-dst.js';
 
 export const DEFAULT_TLS_PORT = 443;
 export const DEFAULT_HTTP_PORT = 80;

@@ -1,20 +1,9 @@
-import type { Envelope, Identity, RawRequest, BodyValue } from '../core/envelope.js';
-import { splitTarget } from '../core/envelope.js';
-import { normalizePath } from '../normalize/path.js';
-import type { MappingTable } from '../normalize/mapping.js';
-import type { Allowed, ApprovalGrantFacts, Decision, Denied, DecisionFacts, Held, Stage, WouldDeny } from '../core/decision.js';
+import type { Envelope, Identity, BodyValue } from '../core/envelope.js';
+import type { ApprovalGrantFacts, Denied, DecisionFacts, Held, Permitted, Stage, Verdict, WouldDeny } from '../core/decision.js';
 import type { ApprovalQueue } from './approval.js';
 import type { CapabilityVerifier, CapabilityCheck } from './capability.js';
 import type { PolicyEngine } from './policy.js';
 import type { ActionCounters } from './counters.js';
-
-/** Every Allowed ever issued; the connector refuses anything not in here. */
-const issued = new WeakSet<object>();
-
-/** True only for values created by the pipeline in this process. */
-export function isIssuedAllowed(value: Allowed): boolean {
-  return issued.has(value);
-}
 
 function allow(
   envelope: Envelope,
@@ -23,16 +12,15 @@ function allow(
   passthrough: boolean,
   wouldDeny: WouldDeny | null,
   approval: ApprovalGrantFacts | null = null,
-): Allowed {
-  const value = { verdict: 'allow', envelope, identity, passthrough, wouldDeny, approval, ...facts } as const;
-  issued.add(value);
-  return value as unknown as Allowed;
+): Permitted {
+  return { verdict: 'allow', envelope, identity, passthrough, wouldDeny, approval, ...facts };
 }
 
-export interface PipelineOptions {
+export interface EnforcerOptions {
   readonly mode: 'enforce' | 'monitor';
   readonly defaultProtected: boolean;
-  readonly mapping: MappingTable;
+  /** Whether a mapping rule names this host (normalize's MappingTable.coversHost). */
+  readonly coversHost: (host: string) => boolean;
   /** Stage 1; null when `[sidecar.capabilities] required = false`. */
   readonly capabilities: CapabilityVerifier | null;
   /** The sidecar's own token, for requests that bring none. Secret. */
@@ -46,18 +34,17 @@ export interface PipelineOptions {
   readonly onError: (err: unknown, requestId: string) => void;
 }
 
-const NO_FIELDS: readonly string[] = [];
-
 /**
- * The decision half: classify (normalize) then stage 1 (capability) then stage 2 (Cedar policy).
- * Same envelope + same policies + same counts → same decision. Any exception is a deny (fail closed).
- * In monitor mode every deny becomes an allow that carries what would have been refused.
+ * The enforce stage's entry: stage 1 (capability) then stage 2 (Cedar policy) on a normalized envelope
+ * (docs/architecture.md "Enforce"). Same envelope + same policies + same counts → same verdict. Any
+ * exception is a deny (fail closed). In monitor mode every deny becomes a permit that carries what
+ * would have been refused. It never dispatches: the pipeline issues the Allowed the connector takes.
  */
-export class Pipeline {
-  readonly #o: PipelineOptions;
+export class Enforcer {
+  readonly #o: EnforcerOptions;
   readonly #now: () => number;
 
-  constructor(opts: PipelineOptions) {
+  constructor(opts: EnforcerOptions) {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
   }
@@ -73,20 +60,11 @@ export class Pipeline {
    */
   tunnelNeedsToken(host: string): boolean {
     return this.#o.mode === 'enforce' && this.#o.capabilities !== null && this.#o.selfToken === null
-      && (this.#o.defaultProtected || this.#o.mapping.coversHost(host));
+      && (this.#o.defaultProtected || this.#o.coversHost(host));
   }
 
   get policyHash(): string {
     return this.#o.policy.policyHash;
-  }
-
-  /** RawRequest → Envelope: path normalised, action class and risk from the mapping rules. */
-  classify(raw: RawRequest): Envelope {
-    const envelope = baseEnvelope(raw, true);
-    const method = raw.kind === 'tunnel' ? 'CONNECT' : raw.method;
-    const c = this.#o.mapping.classify(method, raw.target.host, envelope.normalizedPath);
-    if (c === null) return envelope;
-    return { ...envelope, actionClass: c.actionClass, risk: c.risk, ruleId: c.ruleId, bodyFields: c.bodyFields };
   }
 
   /** The envelope with the body fields a rule asked for. */
@@ -95,7 +73,7 @@ export class Pipeline {
   }
 
   /** A refusal before the stages ran (body over the limit, not JSON…), subject to monitor mode. */
-  refuse(envelope: Envelope, identity: Identity, stage: Stage, reason: string, message: string): Decision {
+  refuse(envelope: Envelope, identity: Identity, stage: Stage, reason: string, message: string): Verdict {
     return this.#finish(envelope, identity, this.#deny(envelope, stage, reason, message, 403, EMPTY_FACTS));
   }
 
@@ -103,7 +81,7 @@ export class Pipeline {
    * Stage 1 then stage 2. Returns synchronously when stage 1 answers from its cache. `Held`: a policy
    * requires a person's approval; the caller holds the request and calls `awaitApproval`.
    */
-  decide(envelope: Envelope, identity: Identity): Decision | Held | Promise<Decision | Held> {
+  decide(envelope: Envelope, identity: Identity): Verdict | Held | Promise<Verdict | Held> {
     try {
       if (envelope.actionClass === null) {
         if (this.#o.defaultProtected) {
@@ -139,7 +117,7 @@ export class Pipeline {
    * The approval stage: wait (the request held open) for a person's answer. `bodyHash` lets identical
    * requests share one approval; `signal` aborts when the agent disconnects. Never rejects.
    */
-  async awaitApproval(held: Held, opts: { bodyHash: string | null; signal: AbortSignal }): Promise<Decision> {
+  async awaitApproval(held: Held, opts: { bodyHash: string | null; signal: AbortSignal }): Promise<Verdict> {
     const queue = this.#o.approvals ?? null;
     const facts: DecisionFacts = { tokenId: held.tokenId, policyIds: held.policyIds, policyHash: held.policyHash, approvalId: null };
     if (queue === null) return this.#deny(held.envelope, 'approval', 'approval_required', held.message, 403, facts);
@@ -173,7 +151,7 @@ export class Pipeline {
     return c.ok ? null : { reason: c.reason, message: `${c.message} (checked again after the approval)` };
   }
 
-  #afterStage1(envelope: Envelope, identity: Identity, c: CapabilityCheck, token: string | null): Decision | Held {
+  #afterStage1(envelope: Envelope, identity: Identity, c: CapabilityCheck, token: string | null): Verdict | Held {
     try {
       if (!c.ok) {
         // No identity at all is a 407, so clients that support it can ask for proxy credentials.
@@ -191,7 +169,7 @@ export class Pipeline {
     }
   }
 
-  #stage2(envelope: Envelope, identity: Identity, tokenId: string | null): Decision | Held {
+  #stage2(envelope: Envelope, identity: Identity, tokenId: string | null): Verdict | Held {
     const actionClass = envelope.actionClass as string;
     const now = this.#now();
     const counts = this.#o.counters.counts(identity.agentId, actionClass, now);
@@ -235,7 +213,7 @@ export class Pipeline {
   }
 
   /** Monitor mode turns a deny into an allow that remembers it; enforce mode keeps the deny. */
-  #finish(envelope: Envelope, identity: Identity, denied: Denied): Decision {
+  #finish(envelope: Envelope, identity: Identity, denied: Denied): Verdict {
     if (this.#o.mode === 'enforce') return denied;
     if (envelope.actionClass !== null) this.#o.counters.record(identity.agentId, envelope.actionClass, this.#now());
     return allow(
@@ -247,7 +225,7 @@ export class Pipeline {
     );
   }
 
-  #internal(envelope: Envelope, stage: Stage, err: unknown): Decision {
+  #internal(envelope: Envelope, stage: Stage, err: unknown): Verdict {
     this.#o.onError(err, envelope.requestId);
     // Fail closed even in monitor mode: an evaluation that broke says nothing about the request.
     return this.#deny(envelope, stage, 'internal_error', 'the sidecar could not evaluate this request, so it was denied', 403, EMPTY_FACTS);
@@ -256,34 +234,11 @@ export class Pipeline {
 
 const EMPTY_FACTS: DecisionFacts = { tokenId: null, policyIds: [], policyHash: null, approvalId: null };
 
-/**
- * The envelope of a request before classification. `normalize` is false only when normalising itself
- * failed (then rules would not have matched anyway, and the raw path is recorded).
- */
-function baseEnvelope(raw: RawRequest, normalize: boolean): Envelope {
-  const { path, query } = splitTarget(raw.pathAndQuery);
-  return {
-    requestId: raw.requestId,
-    kind: raw.kind,
-    agentId: raw.identity.agentId,
-    method: raw.method,
-    target: raw.target,
-    path,
-    query,
-    normalizedPath: path === null ? '/' : normalize ? normalizePath(path) : path,
-    actionClass: null,
-    risk: null,
-    ruleId: null,
-    bodyFields: NO_FIELDS,
-    body: null,
-  };
-}
-
 /** A deny for a request whose classification or decision threw; never an allow, in any mode. */
-export function deniedOnInternalError(raw: RawRequest, stage: 'mapping' | 'policy' = 'mapping'): Denied {
+export function deniedOnInternalError(envelope: Envelope, stage: 'mapping' | 'policy' = 'mapping'): Denied {
   return {
     verdict: 'deny',
-    envelope: baseEnvelope(raw, false),
+    envelope,
     stage,
     reason: 'internal_error',
     message: stage === 'mapping'

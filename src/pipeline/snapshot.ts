@@ -1,4 +1,5 @@
-import type { Pipeline } from './pipeline.js';
+import type { Enforcer } from '../enforce/enforcer.js';
+import type { MappingTable } from '../normalize/mapping.js';
 
 /**
  * Everything a request is decided under, as one immutable value. A request reads it once, when it
@@ -7,7 +8,10 @@ import type { Pipeline } from './pipeline.js';
  * configurations inside one request.
  */
 export interface DecisionSnapshot {
-  readonly pipeline: Pipeline;
+  /** The normalize stage's rules. */
+  readonly mapping: MappingTable;
+  /** Stage 1 and stage 2. */
+  readonly enforcer: Enforcer;
   /** For rules with body_fields: how much of a JSON body is read before deciding. */
   readonly bodyLimitBytes: number;
   readonly policyHash: string;
@@ -16,7 +20,7 @@ export interface DecisionSnapshot {
   readonly generation: number;
 }
 
-/** Where the interceptor reads the snapshot a new request is decided under. */
+/** Where the pipeline reads the snapshot a new request is decided under. */
 export interface DecisionSource {
   current(): DecisionSnapshot;
 }

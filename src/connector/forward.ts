@@ -1,0 +1,156 @@
+import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import { createHash, type Hash } from 'node:crypto';
+import type { Agent, Dispatcher } from 'undici';
+import { FirmaError } from '../core/errors.js';
+import type { Allowed } from '../core/decision.js';
+import type { BufferedBody, DispatchOutcome } from '../core/outcome.js';
+import { sendReply } from '../core/reply.js';
+import { hasRequestBody } from '../core/http.js';
+import { downstreamResponseHeaders } from './headers.js';
+import type { Cleared } from './preflight.js';
+import type { DispatchFailure } from './failure.js';
+import { Relay, originOf, pathOf, upstreamHeaders, type Ending } from './relay.js';
+
+const EVENT_STREAM = 'text/event-stream';
+const CLIENT_CLOSED = 'agent closed the connection';
+
+/**
+ * Forward an ordinary HTTP exchange and stream the answer into `res` with backpressure both ways.
+ * `buffered` is what the pipeline already read of the request body (sent first).
+ */
+export function forwardExchange(agent: Agent, allowed: Allowed, pre: Cleared, req: IncomingMessage, res: ServerResponse, buffered: BufferedBody | null): Promise<DispatchOutcome> {
+  return new Promise<DispatchOutcome>((resolve) => {
+    const relay = new ForwardRelay(allowed, pre, res, resolve);
+    agent.dispatch(
+      {
+        origin: originOf(allowed),
+        path: pathOf(allowed),
+        method: allowed.envelope.method as Dispatcher.HttpMethod,
+        headers: upstreamHeaders(req, pre.credentials, false),
+        // undici accepts an AsyncIterable body (docs: Dispatcher.dispatch); its .d.ts omits it.
+        body: relay.requestBody(req, buffered) as unknown as Readable | Buffer | null,
+        headersTimeout: pre.policy.timeoutMs,
+        bodyTimeout: pre.policy.idleTimeoutMs,
+      },
+      relay,
+    );
+  });
+}
+
+class ForwardRelay extends Relay {
+  readonly #res: ServerResponse;
+  readonly #allowed: Allowed;
+  readonly #pre: Cleared;
+  readonly #resolve: (o: DispatchOutcome) => void;
+  #bytesIn = 0;
+  #bytesOut = 0;
+  #waitingForDrain = false;
+  // The audit's response_hash: SHA-256 of the bytes as relayed, computed as they pass, never buffered.
+  #bodyHash: Hash | null = null;
+
+  constructor(allowed: Allowed, pre: Cleared, res: ServerResponse, resolve: (o: DispatchOutcome) => void) {
+    super(allowed, pre);
+    this.#allowed = allowed;
+    this.#pre = pre;
+    this.#res = res;
+    this.#resolve = resolve;
+    res.on('close', this.#onClientClose);
+  }
+
+  /**
+   * Pull-based: undici reads the next chunk only when the upstream socket can take it, so a slow
+   * upstream slows the agent's upload instead of filling the sidecar's memory. (A 'data' listener here
+   * would switch the stream to flowing mode and lose chunks before undici attaches.)
+   */
+  requestBody(req: IncomingMessage, buffered: BufferedBody | null): Buffer | AsyncGenerator<Buffer> | null {
+    if (buffered !== null && buffered.complete) {
+      this.#bytesIn = buffered.prefix.length;
+      return buffered.prefix;
+    }
+    if (buffered === null && !hasRequestBody(req)) return null;
+    return this.#counted(req, buffered);
+  }
+
+  async *#counted(req: IncomingMessage, buffered: BufferedBody | null): AsyncGenerator<Buffer> {
+    if (buffered !== null) {
+      this.#bytesIn += buffered.prefix.length;
+      yield buffered.prefix;
+    }
+    for await (const chunk of req) {
+      this.#bytesIn += (chunk as Buffer).length;
+      yield chunk as Buffer;
+    }
+  }
+
+  #finish(o: Ending): void {
+    if (!this.settle()) return;
+    this.#res.off('close', this.#onClientClose);
+    const hash = this.#bodyHash;
+    this.#resolve({
+      ...o,
+      bytesIn: this.#bytesIn,
+      bytesOut: this.#bytesOut,
+      credentialInjected: this.#pre.credentials !== null,
+      waitedMs: this.#pre.waitedMs,
+      responseHash: hash === null ? null : `sha256:${hash.digest('hex')}`,
+    });
+  }
+
+  readonly #onClientClose = (): void => {
+    if (this.settled || this.#res.writableFinished) return;
+    this.controller?.abort(new FirmaError('FIRMA_CLIENT_CLOSED', CLIENT_CLOSED));
+    this.#finish({ status: this.upstreamStatus ?? 499, upstreamStatus: this.upstreamStatus, error: null, errorCode: null, clientAborted: true });
+  };
+
+  readonly #onDrain = (): void => {
+    this.#waitingForDrain = false;
+    this.controller?.resume();
+  };
+
+  protected failWith(failure: DispatchFailure): void {
+    const res = this.#res;
+    if (this.upstreamStatus === null && !res.headersSent) {
+      sendReply(res, { ...failure.reply, requestId: this.#allowed.envelope.requestId });
+      this.#finish({ status: failure.reply.status, upstreamStatus: null, error: failure.kind, errorCode: failure.code, clientAborted: false });
+    } else {
+      // Headers already went out: the only honest signal left is to cut the stream.
+      res.destroy();
+      this.#finish({ status: this.upstreamStatus ?? 502, upstreamStatus: this.upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
+    }
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    if (statusCode < 200) return; // 1xx interim answers are not relayed
+    this.headersArrived(statusCode);
+    this.#bodyHash = createHash('sha256');
+    const out = downstreamResponseHeaders(headers);
+    if (this.#allowed.wouldDeny !== null) out['x-firma-would-deny'] = wouldDenyHeader(this.#allowed);
+    this.#res.writeHead(statusCode, statusMessage, out);
+    // Streams (SSE) must show their headers at once; other responses let the first write carry them.
+    const ct = headers['content-type'];
+    if (typeof ct === 'string' && ct.startsWith(EVENT_STREAM)) this.#res.flushHeaders();
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#bytesOut += chunk.length;
+    this.#bodyHash?.update(chunk);
+    if (!this.#res.write(chunk) && !this.#waitingForDrain) {
+      this.#waitingForDrain = true;
+      c.pause();
+      this.#res.once('drain', this.#onDrain);
+    }
+  }
+
+  onResponseEnd(): void {
+    this.#res.end();
+    this.#finish({ status: this.upstreamStatus ?? 502, upstreamStatus: this.upstreamStatus, error: null, errorCode: null, clientAborted: false });
+  }
+}
+
+/** `x-firma-would-deny: capability; reason=token_expired; policies=p1,p2` (monitor mode). */
+function wouldDenyHeader(allowed: Allowed): string {
+  const w = allowed.wouldDeny;
+  if (w === null) return '';
+  return `${w.stage}; reason=${w.reason}${w.policyIds.length > 0 ? `; policies=${w.policyIds.join(',')}` : ''}`;
+}

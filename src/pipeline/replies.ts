@@ -1,0 +1,44 @@
+import type { Denied } from '../core/decision.js';
+import type { SidecarReply } from '../core/reply.js';
+
+/** The 403/407 answer for a deny (docs/listeners.md "When the sidecar answers itself"). */
+export function denyReply(d: Denied): SidecarReply {
+  return {
+    status: d.status,
+    decision: 'deny',
+    stage: d.stage,
+    reason: d.reason,
+    message: d.message,
+    requestId: d.envelope.requestId,
+    policyIds: d.policyIds,
+    ...(d.status === 407 ? { headers: PROXY_AUTHENTICATE } : {}),
+  };
+}
+
+const PROXY_AUTHENTICATE: Readonly<Record<string, string>> = { 'proxy-authenticate': 'Basic realm="firma"' };
+const RETRY_AFTER_1: Readonly<Record<string, string>> = { 'retry-after': '1' };
+
+/** Fail closed: nothing is dispatched that the audit log cannot record. */
+export function auditUnavailable(requestId: string): SidecarReply {
+  return {
+    status: 503,
+    decision: 'deny',
+    stage: 'audit',
+    reason: 'audit_unavailable',
+    message: 'the audit log cannot be written, so nothing is sent until it can',
+    requestId,
+    headers: RETRY_AFTER_1,
+  };
+}
+
+/** The connector threw (a bug): the request was allowed but could not be sent. */
+export function dispatchFailed(requestId: string): SidecarReply {
+  return {
+    status: 502,
+    decision: 'allow',
+    stage: 'connector',
+    reason: 'network',
+    message: 'the request could not be dispatched',
+    requestId,
+  };
+}

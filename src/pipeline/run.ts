@@ -1,0 +1,244 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../core/log.js';
+import type { RawRequest } from '../core/envelope.js';
+import { issueAllowed, type Allowed, type Permitted } from '../core/decision.js';
+import type { SidecarReply } from '../core/reply.js';
+import { emptyOutcome, type DispatchOutcome } from '../core/outcome.js';
+import type { AuditRecorder } from '../audit/record.js';
+import type { Connector } from '../connector/connector.js';
+import { Answers, type RefusedConnection } from './answer.js';
+import { decide, type Decided } from './decide.js';
+import { logRequest } from './log-line.js';
+import { auditUnavailable, denyReply, dispatchFailed } from './replies.js';
+import type { DecisionSource } from './snapshot.js';
+import type { Target } from '../core/envelope.js';
+
+/** How a blind tunnel opened once its upstream was dialled: the client's first bytes, or why it was refused. */
+export type TunnelOpening =
+  | { readonly ok: true; readonly firstBytes: Buffer }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * The interceptor's half of opening a blind tunnel: answer the CONNECT (unless `transparent`), then
+ * read the ClientHello and check it names `target`. The pipeline relays nothing before it agrees.
+ */
+export interface TunnelOpener {
+  open(socket: Duplex, target: Target, transparent: boolean): Promise<TunnelOpening>;
+}
+
+export interface PipelineOptions {
+  /** The snapshot each request is decided under, read once per request (a reload swaps it). */
+  readonly decisions: DecisionSource;
+  /** Decision and outcome events; a decision that cannot be recorded is not dispatched. */
+  readonly audit: AuditRecorder;
+  readonly connector: Connector;
+  readonly log: Logger;
+}
+
+/**
+ * The one orchestrator (docs/architecture.md "The request's path"): for every request the interceptor
+ * hands over, normalize → enforce → (hold) → record the decision → dispatch → record the outcome → the
+ * log line. It is the only place that knows that order and the only caller of the connector; the
+ * interceptor never decides and never dials.
+ */
+export class RequestPipeline {
+  readonly #o: PipelineOptions;
+  readonly #answers: Answers;
+  #inFlight = 0;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(opts: PipelineOptions) {
+    this.#o = opts;
+    this.#answers = new Answers(opts.audit, opts.log);
+  }
+
+  /** Requests decided or being dispatched right now (tunnels count while they are open). */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Resolves when nothing is in flight, or after `graceMs`, whichever is first. */
+  whenIdle(graceMs: number): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, graceMs);
+      this.#idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Whether a tunnel to `host` opened without a token could carry no request stage 1 would let through.
+   * Asked on CONNECT, where a 407 still reaches the client as a proxy answer it can act on.
+   */
+  tunnelNeedsToken(host: string): boolean {
+    return this.#o.decisions.current().enforcer.tunnelNeedsToken(host);
+  }
+
+  /** An ordinary HTTP request (absolute-form, or inside a tunnel); the response streams into `res`. */
+  request(raw: RawRequest, req: IncomingMessage, res: ServerResponse): void {
+    const started = performance.now();
+    this.#begin();
+    decide(this.#o.decisions.current(), raw, req, res, this.#o.log).then(
+      (d) => this.#dispatchRequest(d, req, res, started),
+    ).catch((err: unknown) => this.#bug(err, raw.requestId, res));
+  }
+
+  /** A WebSocket (or other Upgrade) handshake; a 101 joins the sockets. */
+  upgrade(raw: RawRequest, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const started = performance.now();
+    this.#begin();
+    decide(this.#o.decisions.current(), raw, null, socket, this.#o.log).then(
+      (d) => this.#dispatchUpgrade(d.verdict, req, socket, head, started),
+    ).catch((err: unknown) => this.#bug(err, raw.requestId, socket));
+  }
+
+  /**
+   * A blind (bypassed) tunnel: decided on the host alone, dialled, then `opener` answers the CONNECT
+   * and checks the ClientHello before a byte is relayed. `transparent`: there is no CONNECT to answer,
+   * so a refusal can only close the connection.
+   */
+  tunnel(raw: RawRequest, socket: Duplex, transparent: boolean, opener: TunnelOpener): void {
+    this.#runTunnel(raw, socket, transparent, opener).catch((err: unknown) => this.#bug(err, raw.requestId, socket));
+  }
+
+  /** A sidecar answer on an HTTP exchange no stage decided on (malformed input, a bad target). */
+  refuseHttp(res: ServerResponse, reply: SidecarReply): void {
+    this.#answers.http(res, reply);
+  }
+
+  /** The same, straight onto a socket (CONNECT, upgrade, bytes that are not HTTP). */
+  refuseRaw(socket: Duplex, reply: SidecarReply): void {
+    this.#answers.raw(socket, reply);
+  }
+
+  /** The same on a connection that cannot carry an HTTP answer: recorded, then closed. */
+  refuseDrop(socket: Duplex, reply: SidecarReply, what: RefusedConnection): void {
+    this.#answers.drop(socket, reply, null, what);
+  }
+
+  #dispatchRequest({ verdict, body }: Decided, req: IncomingMessage, res: ServerResponse, started: number): void {
+    if (verdict.verdict === 'deny') {
+      this.#end();
+      // A body we stopped reading part-way cannot be skipped reliably: close after the answer.
+      this.#answers.deniedHttp(res, verdict, started, body !== null && !body.complete);
+      return;
+    }
+    const allowed = this.#issue(verdict);
+    if (allowed === null) {
+      this.#end();
+      this.#answers.http(res, auditUnavailable(verdict.envelope.requestId), verdict);
+      return;
+    }
+    this.#o.connector.forward(allowed, req, res, body).then(
+      (outcome) => this.#finished(allowed, outcome, started),
+      (err: unknown) => {
+        this.#dispatchThrew(allowed, err, started);
+        this.#answers.http(res, dispatchFailed(allowed.envelope.requestId), allowed);
+      },
+    );
+  }
+
+  #dispatchUpgrade(verdict: Decided['verdict'], req: IncomingMessage, socket: Duplex, head: Buffer, started: number): void {
+    if (verdict.verdict === 'deny') {
+      this.#end();
+      this.#answers.raw(socket, denyReply(verdict), verdict);
+      return;
+    }
+    const allowed = this.#issue(verdict);
+    if (allowed === null) {
+      this.#end();
+      this.#answers.raw(socket, auditUnavailable(verdict.envelope.requestId), verdict);
+      return;
+    }
+    this.#o.connector.upgrade(allowed, req, socket, head).then(
+      (outcome) => this.#finished(allowed, outcome, started),
+      (err: unknown) => {
+        this.#dispatchThrew(allowed, err, started);
+        socket.destroy();
+      },
+    );
+  }
+
+  /** Record the decision, then issue the Allowed the connector takes; null when it cannot be recorded (fail closed). */
+  #issue(permitted: Permitted): Allowed | null {
+    if (!this.#o.audit.decision(permitted)) return null;
+    return issueAllowed(permitted);
+  }
+
+  #finished(allowed: Allowed, outcome: DispatchOutcome, started: number): void {
+    this.#end();
+    this.#o.audit.outcome(allowed, outcome, performance.now() - started);
+    logRequest(this.#o.log, allowed, null, outcome, started);
+  }
+
+  #dispatchThrew(allowed: Allowed, err: unknown, started: number): void {
+    this.#end();
+    this.#o.log.error({ err, request_id: allowed.envelope.requestId }, 'dispatch failed');
+    // Its decision event is written: the log must say how it ended, too.
+    this.#o.audit.outcome(allowed, emptyOutcome(502, 'network'), performance.now() - started);
+  }
+
+  /** A throw past the decision is a bug: log it and cut this exchange, never the process. */
+  #bug(err: unknown, requestId: string, client: ServerResponse | Duplex): void {
+    this.#o.log.error({ err, request_id: requestId }, 'request handling failed');
+    client.destroy();
+  }
+
+  #begin(): void {
+    this.#inFlight++;
+  }
+
+  #end(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  async #runTunnel(raw: RawRequest, socket: Duplex, transparent: boolean, opener: TunnelOpener): Promise<void> {
+    const started = performance.now();
+    const { verdict } = await decide(this.#o.decisions.current(), raw, null, socket, this.#o.log);
+    if (verdict.verdict === 'deny') {
+      this.#answerTunnel(socket, transparent, denyReply(verdict), verdict);
+      return;
+    }
+    const allowed = this.#issue(verdict);
+    if (allowed === null) {
+      this.#answerTunnel(socket, transparent, auditUnavailable(raw.requestId), verdict);
+      return;
+    }
+    this.#begin();
+    const dialed = await this.#o.connector.dialTunnel(allowed);
+    if (!dialed.ok) {
+      this.#end();
+      this.#o.audit.outcome(allowed, emptyOutcome(dialed.reply.status, dialed.error), performance.now() - started);
+      this.#answerTunnel(socket, transparent, { ...dialed.reply, requestId: raw.requestId }, allowed);
+      return;
+    }
+    const upstream = dialed.socket;
+    const opened = await opener.open(socket, allowed.envelope.target, transparent);
+    if (!opened.ok) {
+      // A blind tunnel cannot carry an HTTP answer; the reason goes to the log (and the audit).
+      upstream.destroy();
+      socket.destroy();
+      this.#end();
+      const refusal: SidecarReply = { status: 400, decision: 'deny', stage: 'intercept', reason: opened.reason, message: '', requestId: raw.requestId };
+      this.#o.audit.outcome(allowed, emptyOutcome(400, 'invalid_request', opened.reason), performance.now() - started);
+      logRequest(this.#o.log, allowed, refusal, null, started);
+      return;
+    }
+    const outcome = await this.#o.connector.relayTunnel(allowed, socket, upstream, opened.firstBytes);
+    this.#finished(allowed, outcome, started);
+  }
+
+  #answerTunnel(socket: Duplex, transparent: boolean, reply: SidecarReply, decision: Permitted | Decided['verdict']): void {
+    if (transparent) this.#answers.drop(socket, reply, decision);
+    else this.#answers.raw(socket, reply, decision);
+  }
+}
