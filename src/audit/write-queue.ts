@@ -1,0 +1,76 @@
+/** Most bytes handed to one write call. */
+const MAX_BATCH_BYTES = 1024 * 1024;
+
+/**
+ * Signed lines waiting to be written, in order. A write that fails or comes back short keeps the
+ * unwritten bytes at the head: the next batch starts exactly where the file ends, so no byte is lost
+ * or duplicated.
+ */
+export class WriteQueue {
+  private readonly lines: Array<Buffer | undefined> = [];
+  private start = 0;
+  /** Bytes of lines[start] already written. */
+  private headOffset = 0;
+  private queuedBytes = 0;
+
+  /** Lines not yet written in full. */
+  get length(): number {
+    return this.lines.length - this.start;
+  }
+  /** Their size in bytes (whole lines, counting a partly written one in full). */
+  get bytes(): number {
+    return this.queuedBytes;
+  }
+
+  push(line: Buffer): void {
+    this.lines.push(line);
+    this.queuedBytes += line.length;
+  }
+
+  /**
+   * Up to 1 MiB of queued lines that fit in a live file of `fileBytes` kept under `maxFileBytes`;
+   * null when the file must rotate first.
+   */
+  takeBatch(fileBytes: number, maxFileBytes: number): Buffer | null {
+    const parts: Buffer[] = [];
+    let size = 0;
+    for (let i = this.start; i < this.lines.length; i++) {
+      const whole = this.lines[i];
+      if (whole === undefined) break;
+      const b = i === this.start && this.headOffset > 0 ? whole.subarray(this.headOffset) : whole;
+      const overflows = fileBytes + size + b.length > maxFileBytes;
+      if (parts.length === 0) {
+        // A partly written line must be finished in the same file; an over-large line goes alone.
+        if (overflows && this.headOffset === 0 && fileBytes > 0) return null;
+      } else if (overflows || size + b.length > MAX_BATCH_BYTES) {
+        break;
+      }
+      parts.push(b);
+      size += b.length;
+    }
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
+  }
+
+  /** Drops the `written` bytes at the head of the queue. */
+  consume(written: number): void {
+    let n = written;
+    while (n > 0) {
+      const b = this.lines[this.start];
+      if (b === undefined) break;
+      const rest = b.length - this.headOffset;
+      if (n < rest) {
+        this.headOffset += n;
+        return;
+      }
+      n -= rest;
+      this.queuedBytes -= b.length;
+      this.lines[this.start] = undefined;
+      this.start++;
+      this.headOffset = 0;
+    }
+    if (this.start > 4096 && this.start * 2 > this.lines.length) {
+      this.lines.splice(0, this.start);
+      this.start = 0;
+    }
+  }
+}
