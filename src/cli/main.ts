@@ -9,7 +9,7 @@ import { AUDIT_PUBLIC_KEY_FILE } from '../audit/keys.js';
 import type { AuditEvent } from '../audit/events.js';
 import { ConfigError, loadConfig, resolveConfigPath, firmaConfigJsonSchema, type FirmaConfig } from '../config/index.js';
 import { initCa, loadCa, caEnvLines } from '../intercept/tls/ca.js';
-import { issueToken, revokeToken, parseDuration } from '../enforce/tokens.js';
+import { issueToken, revokeToken, parseDuration } from '../enforce/capability/tokens.js';
 import { loadDecisionRules } from '../enforce/setup.js';
 import { createLogger } from '../core/log.js';
 import { Sidecar } from '../sidecar.js';

@@ -4,8 +4,8 @@ import { normalizePath } from '../normalize/path.js';
 import type { MappingTable } from '../normalize/mapping.js';
 import type { Allowed, ApprovalGrantFacts, Decision, Denied, DecisionFacts, Held, Stage, WouldDeny } from '../core/decision.js';
 import type { ApprovalQueue } from './approval.js';
-import type { CapabilityVerifier, CapabilityCheck } from './capability.js';
-import type { PolicyEngine } from './policy.js';
+import type { CapabilityVerifier, CapabilityCheck } from './capability/verifier.js';
+import type { PolicyEngine } from './policy/engine.js';
 import type { ActionCounters } from './counters.js';
 
 /** Every Allowed ever issued; the connector refuses anything not in here. */

@@ -1,14 +1,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { ensureSigningKey } from './tokens.js';
+import { ensureSigningKey } from './capability/tokens.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FirmaConfig } from '../config/index.js';
 import { ConfigError, type ConfigIssue } from '../config/index.js';
 import type { Logger } from '../core/log.js';
 import { MappingTable } from '../normalize/mapping.js';
-import { PolicyEngine } from './policy.js';
-import { CapabilityVerifier } from './capability.js';
+import { PolicyEngine } from './policy/engine.js';
+import { CapabilityVerifier } from './capability/verifier.js';
 import { ActionCounters } from './counters.js';
 import { Pipeline } from './pipeline.js';
 import type { ApprovalQueue } from './approval.js';

@@ -11,8 +11,8 @@ import {
   parseScope,
   type CapabilityCheck,
   type CapabilityCheckInput,
-} from '../../../src/enforce/capability.js';
-import { ensureSigningKey, issueToken, parseDuration, revokeToken } from '../../../src/enforce/tokens.js';
+} from '../../../src/enforce/capability/verifier.js';
+import { ensureSigningKey, issueToken, parseDuration, revokeToken } from '../../../src/enforce/capability/tokens.js';
 import { FirmaError } from '../../../src/core/errors.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];

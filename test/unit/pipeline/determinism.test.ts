@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../../src/config/index.js';
 import { createPipeline } from '../../../src/enforce/setup.js';
-import { issueToken } from '../../../src/enforce/tokens.js';
+import { issueToken } from '../../../src/enforce/capability/tokens.js';
 import { createLogger } from '../../../src/core/log.js';
 import { REPO } from '../../helpers/sidecar.js';
 import type { Identity, RawRequest } from '../../../src/core/envelope.js';

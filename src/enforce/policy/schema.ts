@@ -22,8 +22,8 @@
  * unguarded form. The typed field list is DEFAULT_BODY_FIELDS plus whatever the caller adds; a dotted
  * field name is one attribute (`context.body["metadata.order_id"]`).
  */
-import { ConfigError } from '../config/index.js';
-import type { ConfigIssue } from '../config/index.js';
+import { ConfigError } from '../../config/index.js';
+import type { ConfigIssue } from '../../config/index.js';
 
 export type BodyFieldType = 'Long' | 'String' | 'Boolean';
 

@@ -12,10 +12,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PublicProtocol } from 'paseto';
 import { SecretKeyFromCryptoKey, SignFactory } from 'paseto/v4/public';
-import { AGENT_ID } from '../config/validators.js';
-import { FirmaError } from '../core/errors.js';
-import { isValidActionPattern, isValidTokenId, parseRevocationList, parseScope } from './capability.js';
-import { writeExclusive } from '../core/secure-files.js';
+import { AGENT_ID } from '../../config/validators.js';
+import { FirmaError } from '../../core/errors.js';
+import { isValidActionPattern, isValidTokenId, parseRevocationList, parseScope } from './verifier.js';
+import { writeExclusive } from '../../core/secure-files.js';
 
 const SECOND_MS = 1000;
 const UNIT_MS = { s: SECOND_MS, m: 60 * SECOND_MS, h: 3600 * SECOND_MS, d: 86_400 * SECOND_MS } as const;

@@ -22,9 +22,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PublicProtocol } from 'paseto';
 import { PublicKeyFromCryptoKey, VerifyFactory, type PublicKey } from 'paseto/v4/public';
-import { FirmaError } from '../core/errors.js';
-import { hostPatternMatches, parseHost } from '../core/host.js';
-import type { Logger } from '../core/log.js';
+import { FirmaError } from '../../core/errors.js';
+import { hostPatternMatches, parseHost } from '../../core/host.js';
+import type { Logger } from '../../core/log.js';
 
 export type CapabilityDenyReason =
   | 'token_missing'

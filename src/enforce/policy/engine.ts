@@ -29,10 +29,10 @@ import type {
   EntityUidJson,
   PolicyJson,
 } from '@cedar-policy/cedar-wasm/nodejs';
-import { ConfigError } from '../config/index.js';
-import type { ConfigIssue } from '../config/index.js';
-import { FirmaError } from '../core/errors.js';
-import type { Risk } from '../core/envelope.js';
+import { ConfigError } from '../../config/index.js';
+import type { ConfigIssue } from '../../config/index.js';
+import { FirmaError } from '../../core/errors.js';
+import type { Risk } from '../../core/envelope.js';
 import {
   ACTION_TYPE,
   AGENT_TYPE,
@@ -41,9 +41,9 @@ import {
   actionGroupsOf,
   firmaSchemaText,
   isActionGroup,
-} from './cedar-schema.js';
-import type { BodyFieldType } from './cedar-schema.js';
-import type { ActionCounts } from './counters.js';
+} from './schema.js';
+import type { BodyFieldType } from './schema.js';
+import type { ActionCounts } from '../counters.js';
 
 export const POLICY_INTERNAL = 'FIRMA_POLICY_INTERNAL';
 
