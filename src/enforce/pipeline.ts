@@ -4,7 +4,8 @@ import { normalizePath } from '../normalize/path.js';
 import type { MappingTable } from '../normalize/mapping.js';
 import type { Allowed, ApprovalGrantFacts, Decision, Denied, DecisionFacts, Held, Stage, WouldDeny } from '../core/decision.js';
 import type { ApprovalQueue } from './approval.js';
-import type { CapabilityVerifier, CapabilityCheck } from './capability/verifier.js';
+import type { CapabilityVerifier } from './capability/verifier.js';
+import type { CapabilityCheck } from './capability/check.js';
 import type { PolicyEngine } from './policy/engine.js';
 import type { ActionCounters } from './counters.js';
 

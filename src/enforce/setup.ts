@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { ensureSigningKey } from './capability/tokens.js';
+import { ensureSigningKey } from './capability/keys.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FirmaConfig } from '../config/index.js';
