@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
-import { PolicyEngine } from '../dist/enforce/policy.js';
+import { PolicyEngine } from '../dist/enforce/policy/engine.js';
 import { ActionCounters } from '../dist/enforce/counters.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));

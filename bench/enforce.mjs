@@ -9,10 +9,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { MappingTable } from '../dist/normalize/mapping.js';
-import { PolicyEngine } from '../dist/enforce/policy.js';
+import { PolicyEngine } from '../dist/enforce/policy/engine.js';
 import { ActionCounters } from '../dist/enforce/counters.js';
-import { CapabilityVerifier } from '../dist/enforce/capability.js';
-import { issueToken } from '../dist/enforce/tokens.js';
+import { CapabilityVerifier } from '../dist/enforce/capability/verifier.js';
+import { issueToken } from '../dist/enforce/capability/tokens.js';
 import { Enforcer } from '../dist/enforce/enforcer.js';
 import { normalize } from '../dist/normalize/normalize.js';
 

@@ -1,8 +1,9 @@
 import type { Envelope, Identity, BodyValue } from '../core/envelope.js';
 import type { ApprovalGrantFacts, Denied, DecisionFacts, Held, Permitted, Stage, Verdict, WouldDeny } from '../core/decision.js';
 import type { ApprovalQueue } from './approval.js';
-import type { CapabilityVerifier, CapabilityCheck } from './capability.js';
-import type { PolicyEngine } from './policy.js';
+import type { CapabilityVerifier } from './capability/verifier.js';
+import type { CapabilityCheck } from './capability/check.js';
+import type { PolicyEngine } from './policy/engine.js';
 import type { ActionCounters } from './counters.js';
 
 function allow(

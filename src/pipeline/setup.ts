@@ -1,14 +1,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { ensureSigningKey } from '../enforce/tokens.js';
+import { ensureSigningKey } from '../enforce/capability/keys.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FirmaConfig } from '../config/index.js';
 import { ConfigError, type ConfigIssue } from '../config/index.js';
 import type { Logger } from '../core/log.js';
 import { MappingTable } from '../normalize/mapping.js';
-import { PolicyEngine } from '../enforce/policy.js';
-import { CapabilityVerifier } from '../enforce/capability.js';
+import { PolicyEngine } from '../enforce/policy/engine.js';
+import { CapabilityVerifier } from '../enforce/capability/verifier.js';
 import { ActionCounters } from '../enforce/counters.js';
 import { Enforcer } from '../enforce/enforcer.js';
 import type { ApprovalQueue } from '../enforce/approval.js';

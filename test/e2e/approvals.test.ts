@@ -10,7 +10,7 @@ import { startTestSidecar, CLI, type TestSidecar } from '../helpers/sidecar.js';
 import { curl, type CurlResult } from '../helpers/clients.js';
 import { ApprovalQueue } from '../../src/enforce/approval.js';
 import type { Held } from '../../src/core/decision.js';
-import { issueToken, revokeToken } from '../../src/enforce/tokens.js';
+import { issueToken, revokeToken } from '../../src/enforce/capability/tokens.js';
 
 const TOKEN_ENV = 'FIRMA_TEST_APPROVER_TOKEN';
 const TOKEN = 'approver-secret-7f3a9c2e';

@@ -7,7 +7,7 @@ import { ProxyAgent, request } from 'undici';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { startTestSidecar, CLI, type TestSidecar } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
-import { issueToken } from '../../src/enforce/tokens.js';
+import { issueToken } from '../../src/enforce/capability/tokens.js';
 
 let up: Upstream;
 let tlsUp: Upstream;

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { startTestSidecar, CLI, DEFAULT_POLICY_TEXT, type TestSidecar } from '../helpers/sidecar.js';
 import { curl, python } from '../helpers/clients.js';
-import { issueToken, revokeToken } from '../../src/enforce/tokens.js';
+import { issueToken, revokeToken } from '../../src/enforce/capability/tokens.js';
 
 let up: Upstream;
 let tlsUp: Upstream;

@@ -10,7 +10,7 @@ import { defaultConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/core/log.js';
 import { Sidecar } from '../../src/sidecar.js';
 import { changedKeys } from '../../src/reload/reloader.js';
-import { issueToken, revokeToken } from '../../src/enforce/tokens.js';
+import { issueToken, revokeToken } from '../../src/enforce/capability/tokens.js';
 import { Writable } from 'node:stream';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];

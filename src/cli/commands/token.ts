@@ -1,4 +1,4 @@
-import { issueToken, parseDuration, revokeToken } from '../../enforce/tokens.js';
+import { issueToken, parseDuration, revokeToken } from '../../enforce/capability/tokens.js';
 import { errorCode } from '../../core/errors.js';
 import { readConfig } from '../read-config.js';
 import { fail, USAGE } from '../usage.js';

@@ -5,14 +5,11 @@ import path from 'node:path';
 import { PublicProtocol } from 'paseto';
 import * as v2pub from 'paseto/v2/public';
 import * as v4pub from 'paseto/v4/public';
-import {
-  actionPatternMatches,
-  CapabilityVerifier,
-  parseScope,
-  type CapabilityCheck,
-  type CapabilityCheckInput,
-} from '../../../src/enforce/capability.js';
-import { ensureSigningKey, issueToken, parseDuration, revokeToken } from '../../../src/enforce/tokens.js';
+import { CapabilityVerifier } from '../../../src/enforce/capability/verifier.js';
+import type { CapabilityCheck, CapabilityCheckInput } from '../../../src/enforce/capability/check.js';
+import { actionPatternMatches, parseScope } from '../../../src/enforce/capability/scope.js';
+import { ensureSigningKey } from '../../../src/enforce/capability/keys.js';
+import { issueToken, parseDuration, revokeToken } from '../../../src/enforce/capability/tokens.js';
 import { FirmaError } from '../../../src/core/errors.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];

@@ -7,9 +7,9 @@ import type { CedarValueJson, EntityJson } from '@cedar-policy/cedar-wasm/nodejs
 import { ConfigError } from '../../../src/config/index.js';
 import { ActionCounters } from '../../../src/enforce/counters.js';
 import type { ActionCounts } from '../../../src/enforce/counters.js';
-import { actionGroupsOf, firmaSchemaText, DEFAULT_BODY_FIELDS } from '../../../src/enforce/cedar-schema.js';
-import { PolicyEngine } from '../../../src/enforce/policy.js';
-import type { PolicyInput, PolicyOutcome } from '../../../src/enforce/policy.js';
+import { actionGroupsOf, firmaSchemaText, DEFAULT_BODY_FIELDS } from '../../../src/enforce/policy/schema.js';
+import { PolicyEngine } from '../../../src/enforce/policy/engine.js';
+import type { PolicyInput, PolicyOutcome } from '../../../src/enforce/policy/verdict.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 

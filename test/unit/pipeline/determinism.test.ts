@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../../../src/config/index.js';
 import { createPipeline } from '../../../src/pipeline/setup.js';
 import { normalize } from '../../../src/normalize/normalize.js';
-import { issueToken } from '../../../src/enforce/tokens.js';
+import { issueToken } from '../../../src/enforce/capability/tokens.js';
 import { createLogger } from '../../../src/core/log.js';
 import { REPO } from '../../helpers/sidecar.js';
 import type { Identity, RawRequest } from '../../../src/core/envelope.js';

@@ -22,10 +22,15 @@
  * unguarded form. The typed field list is DEFAULT_BODY_FIELDS plus whatever the caller adds; a dotted
  * field name is one attribute (`context.body["metadata.order_id"]`).
  */
-import { ConfigError } from '../config/index.js';
-import type { ConfigIssue } from '../config/index.js';
+import { ConfigError } from '../../config/index.js';
+import type { ConfigIssue } from '../../config/index.js';
 
 export type BodyFieldType = 'Long' | 'String' | 'Boolean';
+
+/** Code-unit order (locale-independent): how schema text, policy ids and file names are sorted. */
+export function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 
 export const AGENT_TYPE = 'Firma::Agent';
 export const ACTION_TYPE = 'Firma::Action';
@@ -73,6 +78,13 @@ export const FIRMA_SCHEMA_TEMPLATE = `namespace Firma {
 }
 `;
 
+/** The attributes of `RequestContext` above, in the order a request's context is built. */
+export const CONTEXT_KEYS = [
+  'method', 'path', 'host', 'risk', 'hour', 'weekday',
+  'count_minute', 'count_hour', 'count_minute_class', 'count_hour_class', 'body',
+] as const;
+export type ContextKey = (typeof CONTEXT_KEYS)[number];
+
 const ACTION_CLASS = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 const ACTION_GROUP = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.\*$/;
 const BODY_FIELD = /^[A-Za-z0-9_$-]+(?:\.[A-Za-z0-9_$-]+)*$/;
@@ -116,7 +128,7 @@ export function firmaSchemaText(opts: SchemaOptions): string {
   }
   for (const name of [...classes, ...groups]) for (const g of actionGroupsOf(name)) groups.add(g);
   const body: string[] = [];
-  for (const [field, type] of Object.entries(opts.bodyFields).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+  for (const [field, type] of Object.entries(opts.bodyFields).sort(([a], [b]) => compare(a, b))) {
     if (!BODY_FIELD.test(field)) issues.push(issue(`body field ${JSON.stringify(field)} is not a usable name`));
     else body.push(`    ${JSON.stringify(field)}?: ${type === 'Boolean' ? 'Bool' : type},`);
   }
