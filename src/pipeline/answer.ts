@@ -4,6 +4,9 @@ import type { Logger } from '../core/log.js';
 import type { Denied, Verdict } from '../core/decision.js';
 import { sendReply, sendReplyRaw, type SidecarReply } from '../core/reply.js';
 import type { AuditRecorder } from '../audit/record.js';
+
+/** The audit calls an answer makes. */
+type AnswerAudit = Pick<AuditRecorder, 'decision' | 'refused'>;
 import { logRequest } from './log-line.js';
 import { denyReply } from './replies.js';
 
@@ -16,10 +19,10 @@ export type RefusedConnection = Parameters<AuditRecorder['refused']>[1];
  * `decision` is null when no stage ran (malformed input, a bad target).
  */
 export class Answers {
-  readonly #audit: AuditRecorder;
+  readonly #audit: AnswerAudit;
   readonly #log: Logger;
 
-  constructor(audit: AuditRecorder, log: Logger) {
+  constructor(audit: AnswerAudit, log: Logger) {
     this.#audit = audit;
     this.#log = log;
   }

@@ -27,12 +27,18 @@ export interface TunnelOpener {
   open(socket: Duplex, target: Target, transparent: boolean): Promise<TunnelOpening>;
 }
 
+/** What the pipeline asks of the audit log (audit/record.ts implements it). */
+export type PipelineAudit = Pick<AuditRecorder, 'decision' | 'outcome' | 'refused'>;
+
+/** What the pipeline asks of the connector (connector/connector.ts implements it). */
+export type PipelineConnector = Pick<Connector, 'forward' | 'upgrade' | 'dialTunnel' | 'relayTunnel'>;
+
 export interface PipelineOptions {
   /** The snapshot each request is decided under, read once per request (a reload swaps it). */
   readonly decisions: DecisionSource;
   /** Decision and outcome events; a decision that cannot be recorded is not dispatched. */
-  readonly audit: AuditRecorder;
-  readonly connector: Connector;
+  readonly audit: PipelineAudit;
+  readonly connector: PipelineConnector;
   readonly log: Logger;
 }
 
