@@ -3,7 +3,7 @@ import { splitTarget } from '../core/envelope.js';
 import { normalizePath } from '../normalize/path.js';
 import type { MappingTable } from '../normalize/mapping.js';
 import type { Allowed, ApprovalGrantFacts, Decision, Denied, DecisionFacts, Held, Stage, WouldDeny } from '../core/decision.js';
-import type { ApprovalQueue } from './approval.js';
+import type { ApprovalQueue } from './approval/queue.js';
 import type { CapabilityVerifier, CapabilityCheck } from './capability.js';
 import type { PolicyEngine } from './policy.js';
 import type { ActionCounters } from './counters.js';

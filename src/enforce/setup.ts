@@ -11,7 +11,7 @@ import { PolicyEngine } from './policy.js';
 import { CapabilityVerifier } from './capability.js';
 import { ActionCounters } from './counters.js';
 import { Pipeline } from './pipeline.js';
-import type { ApprovalQueue } from './approval.js';
+import type { ApprovalQueue } from './approval/queue.js';
 import { FirmaError } from '../core/errors.js';
 
 /** Mapping rules and policies, loaded and validated together so every error is reported at once. */
