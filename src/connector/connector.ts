@@ -19,7 +19,7 @@ import type { ConnectorErrorKind } from '../core/outcome.js';
 import type { HostPolicies, HostPolicy } from './host-policy.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { CredentialInjector } from './credentials.js';
-import type { EgressGuard } from './ssrf.js';
+import type { EgressGuard } from './ssrf/guard.js';
 import { createGuardedConnect, dialTcp } from './dial.js';
 import type { RateLimitMetrics } from '../core/metrics.js';
 

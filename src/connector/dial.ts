@@ -2,7 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { buildConnector } from 'undici';
 import { FirmaError } from '../core/errors.js';
-import type { EgressGuard, VettedAddress } from './ssrf.js';
+import type { EgressGuard, VettedAddress } from './ssrf/guard.js';
 
 /**
  * Sockets to upstreams, always to an address the EgressGuard vetted for this very connection. The name
