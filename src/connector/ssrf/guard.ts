@@ -5,7 +5,7 @@ import { addressBytes, inBlock, type CidrRule } from '../../core/cidr.js';
 import type { AddressClass } from './blocks.js';
 import { describeAddress } from './classify.js';
 import { ownListener, socketBytes } from './own-listener.js';
-import { resolveAll, type LookupFunction } from './resolve.js';
+import { lookupError, resolveAll, type LookupFunction } from './resolve.js';
 
 /**
  * The SSRF guard: every upstream connection is dialled to an address this guard vetted, never to a
@@ -94,8 +94,8 @@ export class EgressGuard {
 
   /**
    * The address to connect to for `host:port`, or a `DestinationDeniedError`. IP literals (bracketed or
-   * not) skip DNS. A resolver failure is a `FirmaError` whose code is the DNS code (`ENOTFOUND`,
-   * `EAI_AGAIN`, ...): the destination is unreachable, not forbidden.
+   * not) skip DNS. A resolver failure is an error shaped like `dns.lookup`'s, with the DNS code
+   * (`ENOTFOUND`, `EAI_AGAIN`, ...; see resolve.ts): the destination is unreachable, not forbidden.
    */
   async vet(host: string, port: number): Promise<VettedAddress> {
     const name = host.length > 1 && host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
@@ -106,7 +106,7 @@ export class EgressGuard {
       const vetted = this.#check(name, literal, a.address, port);
       chosen ??= vetted;
     }
-    if (chosen === null) throw new FirmaError('ENOTFOUND', `${name} did not resolve to any address`);
+    if (chosen === null) throw lookupError('ENOTFOUND', name, `${name} did not resolve to any address`);
     return chosen;
   }
 
