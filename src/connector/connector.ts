@@ -17,7 +17,7 @@ import { formatAuthority } from '../core/host.js';
 import { CONNECTOR_ERROR_STATUS, classifyUpstreamError, findDestinationDenied } from './errors.js';
 import type { ConnectorErrorKind } from '../core/outcome.js';
 import type { HostPolicies, HostPolicy } from './host-policy.js';
-import type { RateLimiter } from './rate-limit.js';
+import type { RateLimiter } from './rate-limit/types.js';
 import type { CredentialInjector } from './credentials.js';
 import type { EgressGuard } from './ssrf/guard.js';
 import { createGuardedConnect, dialTcp } from './dial.js';
