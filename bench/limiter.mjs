@@ -22,7 +22,7 @@ import { Redis } from 'ioredis';
 import Bottleneck from 'bottleneck';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const { createRateLimiter } = await import(`${root}dist/connector/rate-limit.js`);
+const { createRateLimiter } = await import(`${root}dist/connector/rate-limit/create.js`);
 const withBottleneck = !process.argv.includes('--no-bottleneck');
 
 function freePort() {

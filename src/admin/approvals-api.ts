@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../core/log.js';
-import type { ApprovalActionResult, ApprovalQueue } from '../enforce/approval.js';
+import type { ApprovalQueue } from '../enforce/approval/queue.js';
+import type { ApprovalActionResult } from '../enforce/approval/views.js';
 import type { AdminTokens } from './auth.js';
 import { APPROVALS_PAGE_CSS, APPROVALS_PAGE_HTML, APPROVALS_PAGE_JS } from './approvals-page.js';
 

@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import type { Logger } from '../core/log.js';
-import type { ApprovalView } from '../enforce/approval.js';
+import type { ApprovalView } from '../enforce/approval/views.js';
 import { errorCode } from '../core/errors.js';
 
 export interface WebhookOptions {

@@ -7,7 +7,7 @@ import { FirmaError } from '../core/errors.js';
 import type { RateLimitMetrics } from '../core/metrics.js';
 import type { BufferedBody, DispatchOutcome } from '../core/outcome.js';
 import { sendReply, sendReplyRaw } from '../core/reply.js';
-import type { EgressGuard } from './ssrf.js';
+import type { EgressGuard } from './ssrf/guard.js';
 import { createGuardedConnect } from './dial.js';
 import { preflight, refusedOutcome, type EgressSettings } from './preflight.js';
 import { forwardExchange } from './forward.js';

@@ -8,7 +8,8 @@
 import type { FirmaConfig } from '../config/index.js';
 import { FirmaError } from '../core/errors.js';
 import type { Target } from '../core/envelope.js';
-import { VaultClient, VaultError, type VaultClientOptions } from './vault.js';
+import { VaultClient, type VaultClientOptions } from './vault/client.js';
+import { VaultError } from './vault/errors.js';
 
 export type CredentialEntry = FirmaConfig['credentials'][number];
 

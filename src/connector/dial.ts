@@ -2,7 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { buildConnector } from 'undici';
 import { FirmaError } from '../core/errors.js';
-import type { EgressGuard, VettedAddress } from './ssrf.js';
+import type { EgressGuard, VettedAddress } from './ssrf/guard.js';
 
 /**
  * Sockets to upstreams, always to an address the EgressGuard vetted for this very connection. The name
@@ -11,9 +11,10 @@ import type { EgressGuard, VettedAddress } from './ssrf.js';
  * and certificate verification are against the name the agent asked for.
  *
  * Errors: a refused destination is a `DestinationDeniedError` (`code` `FIRMA_DESTINATION_DENIED`), a
- * DNS failure a `FirmaError` with the DNS code, a connect that outlasts `timeoutMs` (DNS included) a
- * `FirmaError` `ETIMEDOUT`, anything else the socket's own error. undici hands a connector error to the
- * waiting request unchanged, so the caller sees the same object (see `findDestinationDenied`).
+ * DNS failure an error shaped like `dns.lookup`'s with the DNS code (see ssrf/resolve.ts), a connect
+ * that outlasts `timeoutMs` (DNS included) a `FirmaError` `ETIMEDOUT`, anything else the socket's own
+ * error. undici hands a connector error to the waiting request unchanged, so the caller sees the same
+ * object (see `findDestinationDenied`).
  */
 
 export interface GuardedConnectOptions {

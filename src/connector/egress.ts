@@ -2,7 +2,8 @@ import type { FirmaConfig } from '../config/index.js';
 import type { Logger } from '../core/log.js';
 import type { EgressSettings } from './connector.js';
 import { HostPolicies } from './host-policy.js';
-import { createRateLimiter, type RateLimiter } from './rate-limit.js';
+import { createRateLimiter } from './rate-limit/create.js';
+import type { RateLimiter } from './rate-limit/types.js';
 import { createCredentialInjector } from './credentials.js';
 
 /**

@@ -5,7 +5,7 @@ import type { RateLimitMetrics } from '../core/metrics.js';
 import { FirmaError, errorCode } from '../core/errors.js';
 import { formatAuthority } from '../core/host.js';
 import type { HostPolicies, HostPolicy } from './host-policy.js';
-import type { RateLimiter } from './rate-limit.js';
+import type { RateLimiter } from './rate-limit/types.js';
 import type { CredentialInjector, ResolvedCredential } from './credentials.js';
 
 /** The per-host settings a hot reload may replace (as one value: a request reads them once). */

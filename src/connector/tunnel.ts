@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Allowed } from '../core/decision.js';
 import type { ConnectorErrorKind, DispatchOutcome } from '../core/outcome.js';
 import type { SidecarReply } from '../core/reply.js';
-import type { EgressGuard } from './ssrf.js';
+import type { EgressGuard } from './ssrf/guard.js';
 import { dialTcp } from './dial.js';
 import { describeFailure } from './failure.js';
 import type { Cleared } from './preflight.js';

@@ -1,6 +1,6 @@
 import type { Envelope, Identity, BodyValue } from '../core/envelope.js';
 import type { ApprovalGrantFacts, Denied, DecisionFacts, Held, Permitted, Stage, Verdict, WouldDeny } from '../core/decision.js';
-import type { ApprovalQueue } from './approval.js';
+import type { ApprovalQueue } from './approval/queue.js';
 import type { CapabilityVerifier } from './capability/verifier.js';
 import type { CapabilityCheck } from './capability/check.js';
 import type { PolicyEngine } from './policy/engine.js';

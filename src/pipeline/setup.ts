@@ -11,7 +11,7 @@ import { PolicyEngine } from '../enforce/policy/engine.js';
 import { CapabilityVerifier } from '../enforce/capability/verifier.js';
 import { ActionCounters } from '../enforce/counters.js';
 import { Enforcer } from '../enforce/enforcer.js';
-import type { ApprovalQueue } from '../enforce/approval.js';
+import type { ApprovalQueue } from '../enforce/approval/queue.js';
 import { FirmaError } from '../core/errors.js';
 
 /** Mapping rules and policies, loaded and validated together so every error is reported at once. */

@@ -8,7 +8,7 @@ import { request } from 'undici';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { startTestSidecar, CLI, type TestSidecar } from '../helpers/sidecar.js';
 import { curl, type CurlResult } from '../helpers/clients.js';
-import { ApprovalQueue } from '../../src/enforce/approval.js';
+import { ApprovalQueue } from '../../src/enforce/approval/queue.js';
 import type { Held } from '../../src/core/decision.js';
 import { issueToken, revokeToken } from '../../src/enforce/capability/tokens.js';
 

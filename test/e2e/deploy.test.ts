@@ -25,7 +25,7 @@ import { loadConfig, parseConfigText, type FirmaConfig } from '../../src/config/
 import { loadCa } from '../../src/intercept/tls/ca.js';
 import { createLogger } from '../../src/core/log.js';
 import { Sidecar } from '../../src/sidecar.js';
-import type { LookupFunction } from '../../src/connector/ssrf.js';
+import type { LookupFunction } from '../../src/connector/ssrf/resolve.js';
 import { CLI, REPO } from '../helpers/sidecar.js';
 
 // ---------------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { freePort, RedisServer } from '../helpers/redis.js';
 import { createLogger } from '../../src/core/log.js';
-import { createRateLimiter } from '../../src/connector/rate-limit.js';
-import type { Acquired, BucketLimit, RateLimiter, RedisLimitConfig } from '../../src/connector/rate-limit.js';
+import { createRateLimiter } from '../../src/connector/rate-limit/create.js';
+import type { Acquired, BucketLimit, RateLimiter, RedisLimitConfig } from '../../src/connector/rate-limit/types.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const TIMEOUT_MS = 300;
@@ -17,7 +17,7 @@ const BURST = 5;
 
 /** The compiled module for the child process; rebuilt when dist/ is older than the source. */
 function ensureDist(): string {
-  const out = `${root}dist/connector/rate-limit.js`;
+  const out = `${root}dist/connector/rate-limit/create.js`;
   const stale = (src: string, dist: string): boolean => {
     try {
       return statSync(`${root}${dist}`).mtimeMs < statSync(`${root}${src}`).mtimeMs;
@@ -25,7 +25,7 @@ function ensureDist(): string {
       return true;
     }
   };
-  if (stale('src/connector/rate-limit.ts', 'dist/connector/rate-limit.js') || stale('src/connector/rate-limit-redis.ts', 'dist/connector/rate-limit-redis.js')) {
+  if (['create', 'local', 'redis', 'types'].some((f) => stale(`src/connector/rate-limit/${f}.ts`, `dist/connector/rate-limit/${f}.js`))) {
     // Other modules' type errors do not stop tsc from emitting ours; only a missing output fails.
     spawnSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'ignore' });
   }

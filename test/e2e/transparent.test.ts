@@ -8,7 +8,7 @@ import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
 import { exchange } from '../helpers/tunnel.js';
-import type { LookupFunction } from '../../src/connector/ssrf.js';
+import type { LookupFunction } from '../../src/connector/ssrf/resolve.js';
 import { findOriginalDestination, canonicalIp } from '../../src/intercept/transparent/original-dst.js';
 
 /**

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { VaultClient, VaultError, type VaultConfig } from '../../src/connector/vault.js';
+import { VaultClient, type VaultConfig } from '../../src/connector/vault/client.js';
+import { VaultError } from '../../src/connector/vault/errors.js';
 import { startFakeVault, type FakeVault } from '../helpers/vault-server.js';
 
 const rand = (): string => randomBytes(18).toString('base64url');

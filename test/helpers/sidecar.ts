@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { parseConfigText } from '../../src/config/index.js';
 import { createLogger } from '../../src/core/log.js';
 import { Sidecar } from '../../src/sidecar.js';
-import type { LookupFunction } from '../../src/connector/ssrf.js';
+import type { LookupFunction } from '../../src/connector/ssrf/resolve.js';
 import type { OriginalDestinationLookup } from '../../src/intercept/transparent/original-dst.js';
 import { upstreamPki } from './pki.js';
 

@@ -1,6 +1,6 @@
 import { request } from 'undici';
 import type { FirmaConfig } from '../../config/index.js';
-import type { ApprovalView, GrantView } from '../../enforce/approval.js';
+import type { ApprovalView, GrantView } from '../../enforce/approval/views.js';
 
 export interface ApprovalsFlags {
   readonly admin?: string | undefined;

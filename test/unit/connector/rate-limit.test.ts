@@ -1,8 +1,9 @@
 import t from 'tap';
 import { setImmediate as tick } from 'node:timers/promises';
 import { FirmaError } from '../../../src/core/errors.js';
-import { LocalRateLimiter, bucketKey, bucketsFromHosts, createRateLimiter } from '../../../src/connector/rate-limit.js';
-import type { Acquired, HostLimitConfig, RedisLimitConfig } from '../../../src/connector/rate-limit.js';
+import { bucketKey, bucketsFromHosts, createRateLimiter } from '../../../src/connector/rate-limit/create.js';
+import { LocalRateLimiter } from '../../../src/connector/rate-limit/local.js';
+import type { Acquired, HostLimitConfig, RedisLimitConfig } from '../../../src/connector/rate-limit/types.js';
 
 const NO_REDIS: RedisLimitConfig = { url: '', key_prefix: 'firma', on_error: 'deny', timeout_ms: 500 };
 

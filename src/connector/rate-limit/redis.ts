@@ -22,9 +22,10 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { FirmaError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
-import type { Acquired, BucketLimit, LocalRateLimiter, RateLimiter, RedisLimitConfig } from './rate-limit.js';
+import { FirmaError } from '../../core/errors.js';
+import type { Logger } from '../../core/log.js';
+import type { LocalRateLimiter } from './local.js';
+import { GRANTED_NOW, UNAVAILABLE, unknownBucket, type Acquired, type BucketLimit, type RateLimiter, type RedisLimitConfig } from './types.js';
 
 /**
  * KEYS[1] bucket key; ARGV[1] emission interval in µs (1e6 / rps); ARGV[2] burst; ARGV[3] the caller's
@@ -54,9 +55,6 @@ redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', math.ceil((new
 return {1, math.ceil(wait)}
 `;
 const TOKEN_BUCKET_SHA = createHash('sha1').update(TOKEN_BUCKET_LUA).digest('hex');
-
-const GRANTED_NOW: Acquired = Object.freeze({ ok: true, waitedMs: 0 });
-const UNAVAILABLE: Acquired = Object.freeze({ ok: false, reason: 'limiter_unavailable', retryAfterMs: 1000 });
 
 interface Sleeper {
   readonly wakeAt: number;
@@ -191,9 +189,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   acquire(bucket: string, deadline: number): Promise<Acquired> {
     const b = this.#buckets.get(bucket);
-    if (b === undefined) {
-      return Promise.reject(new FirmaError('FIRMA_RATE_LIMIT_UNKNOWN_BUCKET', `no rate limit is configured for bucket ${JSON.stringify(bucket)}`));
-    }
+    if (b === undefined) return Promise.reject(unknownBucket(bucket));
     // Disconnected: ioredis would fail the command at once anyway; skip building it.
     if (this.#client.status !== 'ready') return this.#unavailable(bucket, deadline);
     const since = this.#now();

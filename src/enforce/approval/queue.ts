@@ -1,68 +1,24 @@
-import { randomBytes } from 'node:crypto';
-import type { Held } from '../core/decision.js';
-import type { BodyValue } from '../core/envelope.js';
-import type { ApprovalStep, GrantRecord } from '../core/approval.js';
-import { redactQuery } from '../core/redact.js';
+import type { Held } from '../../core/decision.js';
+import type { ApprovalStep } from '../../core/approval.js';
+import { denied, type ApprovalResolution } from './resolution.js';
+import { StandingGrants, auditGrant, grantView, newGrant, type Grant } from './grants.js';
+import {
+  displayUrl,
+  iso,
+  newId,
+  type ApprovalActionResult,
+  type ApprovalChange,
+  type ApprovalView,
+  type GrantView,
+} from './views.js';
 
 /**
  * The approval stage: requests that a policy permits only with a person's approval wait here, held
  * open, until someone approves or denies them, the timeout passes, or every agent waiting on them
  * disconnects. Identical requests from one agent share one approval. An approval may also give a
- * standing grant (this agent + action class, optionally one host, for N minutes) that later requests
- * pass without asking. State is in memory on purpose: a held request cannot outlive the process.
+ * standing grant (see grants.ts) that later requests pass without asking. State is in memory on
+ * purpose: a held request cannot outlive the process.
  */
-
-/** Why a held request was not let through (the 403's `reason`, stage `approval`). */
-export type ApprovalDenyReason =
-  | 'approval_denied'
-  | 'approval_timeout'
-  | 'approval_cancelled'
-  | 'shutdown'
-  | 'approval_capacity'
-  | 'audit_unavailable';
-
-export type ApprovalResolution =
-  | { readonly kind: 'approved'; readonly approvalId: string; readonly approver: string; readonly via: 'approved' | 'grant' }
-  | { readonly kind: 'denied'; readonly approvalId: string | null; readonly reason: ApprovalDenyReason; readonly message: string };
-
-/** A pending approval as the API, CLI and page show it. No header values, no query values. */
-export interface ApprovalView {
-  readonly id: string;
-  readonly state: 'pending' | 'approved' | 'denied' | 'expired' | 'cancelled';
-  readonly agent_id: string;
-  readonly method: string;
-  /** scheme://host[:port]/path?key=REDACTED */
-  readonly url: string;
-  readonly host: string;
-  readonly action_class: string;
-  readonly risk: string | null;
-  readonly policy_ids: readonly string[];
-  /** Why approval is needed. */
-  readonly reason: string;
-  /** The body fields the mapping rule extracted (null when it extracts none). */
-  readonly body_fields: Readonly<Record<string, BodyValue>> | null;
-  readonly requested_at: string;
-  readonly expires_at: string;
-  /** Requests waiting on this approval (identical requests join it). */
-  readonly waiting: number;
-  readonly request_ids: readonly string[];
-  /** Set once resolved. */
-  readonly resolved_by: string | null;
-  readonly resolution_reason: string | null;
-}
-
-export interface GrantView {
-  readonly id: string;
-  readonly approval_id: string;
-  readonly agent_id: string;
-  readonly action_class: string;
-  readonly host: string | null;
-  readonly granted_by: string;
-  readonly granted_at: string;
-  readonly expires_at: string;
-  /** Requests let through by it so far. */
-  readonly uses: number;
-}
 
 /** Where approval steps are recorded; false = the log cannot take it (then nothing is held: fail closed). */
 export interface ApprovalAudit {
@@ -88,16 +44,7 @@ export interface ApproveInput {
   readonly reason?: string | undefined;
 }
 
-export type ApprovalErrorCode = 'not_found' | 'already_resolved' | 'bad_input' | 'audit_unavailable';
-
 const AUDIT_DOWN = { ok: false, code: 'audit_unavailable', message: 'the audit log cannot be written; try again when it recovers' } as const;
-
-export type ApprovalActionResult<T> =
-  | { readonly ok: true; readonly value: T }
-  | { readonly ok: false; readonly code: ApprovalErrorCode; readonly message: string };
-
-/** What changed, for live views (the page's event stream). */
-export type ApprovalChange = 'pending' | 'resolved' | 'grant';
 
 interface Waiter {
   readonly requestId: string;
@@ -116,39 +63,9 @@ interface Pending {
   readonly waiters: Set<Waiter>;
 }
 
-interface Grant {
-  readonly id: string;
-  readonly approvalId: string;
-  readonly agentId: string;
-  readonly actionClass: string;
-  readonly host: string | null;
-  readonly grantedBy: string;
-  readonly grantedAt: number;
-  readonly expiresAt: number;
-  uses: number;
-}
-
 /** Resolved approvals kept for `GET /approvals/:id` and for a clear 409 on a second approve. */
 const RECENT_KEPT = 200;
 const MAX_REASON_CHARS = 500;
-
-function newId(prefix: string): string {
-  return `${prefix}_${randomBytes(9).toString('base64url')}`;
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
-}
-
-/** The URL shown to approvers: query values redacted like the audit log's path. */
-function displayUrl(h: Held): string {
-  const t = h.envelope.target;
-  const defaultPort = t.scheme === 'https' ? 443 : 80;
-  const host = t.kind === 'ipv6' ? `[${t.host}]` : t.host;
-  const authority = t.port === defaultPort ? host : `${host}:${t.port}`;
-  const path = h.envelope.path === null ? '' : redactQuery(h.envelope.path, h.envelope.query);
-  return `${t.scheme}://${authority}${path}`;
-}
 
 export class ApprovalQueue {
   readonly #o: ApprovalQueueOptions;
@@ -156,13 +73,18 @@ export class ApprovalQueue {
   readonly #pending = new Map<string, Pending>();
   readonly #byKey = new Map<string, Pending>();
   readonly #recent = new Map<string, ApprovalView>();
-  readonly #grants = new Map<string, Grant>();
+  readonly #grants: StandingGrants;
   readonly #listeners = new Set<(change: ApprovalChange) => void>();
   #closed = false;
 
   constructor(opts: ApprovalQueueOptions) {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
+    this.#grants = new StandingGrants({
+      record: (step) => opts.audit.approval(step),
+      now: this.#now,
+      ended: () => this.#emit('grant'),
+    });
   }
 
   get pendingCount(): number {
@@ -228,19 +150,7 @@ export class ApprovalQueue {
 
   /** A standing grant covering this request, counted as used; null when none. */
   useGrant(agentId: string, actionClass: string, host: string): { approvalId: string; grantedBy: string } | null {
-    if (this.#grants.size === 0) return null;
-    const now = this.#now();
-    for (const g of this.#grants.values()) {
-      if (g.expiresAt <= now) {
-        this.#endGrant(g, 'expired', null);
-        continue;
-      }
-      if (g.agentId === agentId && g.actionClass === actionClass && (g.host === null || g.host === host)) {
-        g.uses++;
-        return { approvalId: g.approvalId, grantedBy: g.grantedBy };
-      }
-    }
-    return null;
+    return this.#grants.use(agentId, actionClass, host);
   }
 
   approve(id: string, approver: string, input: ApproveInput = {}): ApprovalActionResult<{ approval: ApprovalView; grant: GrantView | null }> {
@@ -254,19 +164,7 @@ export class ApprovalQueue {
       if (!Number.isInteger(m) || m < 1 || m > this.#o.maxGrantMinutes) {
         return badInput(`grant_minutes: expected a whole number from 1 to ${this.#o.maxGrantMinutes}`);
       }
-      const e = p.held.envelope;
-      const now = this.#now();
-      grant = {
-        id: newId('grt'),
-        approvalId: p.id,
-        agentId: e.agentId,
-        actionClass: e.actionClass ?? '',
-        host: input.grantHost === true ? e.target.host : null,
-        grantedBy: approver,
-        grantedAt: now,
-        expiresAt: now + m * 60_000,
-        uses: 0,
-      };
+      grant = newGrant(p.held, p.id, approver, m, input.grantHost === true, this.#now());
     }
     const recorded = this.#o.audit.approval({
       approvalId: p.id,
@@ -279,7 +177,7 @@ export class ApprovalQueue {
     });
     // An approval nobody can read about later did not happen: the request stays held, the approver is told.
     if (!recorded) return AUDIT_DOWN;
-    if (grant !== null) this.#grants.set(grant.id, grant);
+    if (grant !== null) this.#grants.add(grant);
     const view = this.#resolve(p, 'approved', approver, reason, { kind: 'approved', approvalId: p.id, approver, via: 'approved' });
     if (grant !== null) this.#emit('grant');
     return { ok: true, value: { approval: view, grant: grant === null ? null : grantView(grant) } };
@@ -297,10 +195,7 @@ export class ApprovalQueue {
   }
 
   revokeGrant(id: string, by: string): ApprovalActionResult<GrantView> {
-    const g = this.#grants.get(id);
-    if (g === undefined) return { ok: false, code: 'not_found', message: `no active grant ${id}` };
-    this.#endGrant(g, 'revoked', by);
-    return { ok: true, value: grantView(g) };
+    return this.#grants.revoke(id, by);
   }
 
   get(id: string): ApprovalView | null {
@@ -314,9 +209,7 @@ export class ApprovalQueue {
   }
 
   grants(): GrantView[] {
-    const now = this.#now();
-    for (const g of this.#grants.values()) if (g.expiresAt <= now) this.#endGrant(g, 'expired', null);
-    return [...this.#grants.values()].map(grantView);
+    return this.#grants.list();
   }
 
   /** Live views subscribe here; returns the unsubscribe function. */
@@ -382,20 +275,6 @@ export class ApprovalQueue {
     return view;
   }
 
-  #endGrant(g: Grant, action: 'revoked' | 'expired', by: string | null): void {
-    if (!this.#grants.delete(g.id)) return;
-    this.#o.audit.approval({
-      approvalId: g.approvalId,
-      action,
-      approver: by,
-      reason: action === 'expired' ? 'grant expired' : 'grant revoked',
-      requestId: null,
-      agentId: g.agentId,
-      grant: auditGrant(g),
-    });
-    this.#emit('grant');
-  }
-
   #notPending(id: string): ApprovalActionResult<never> {
     const done = this.#recent.get(id);
     if (done !== undefined) return { ok: false, code: 'already_resolved', message: `approval ${id} is already ${done.state}` };
@@ -436,10 +315,6 @@ export class ApprovalQueue {
   }
 }
 
-function denied(approvalId: string | null, reason: ApprovalDenyReason, message: string): ApprovalResolution {
-  return { kind: 'denied', approvalId, reason, message };
-}
-
 function badInput(message: string): ApprovalActionResult<never> {
   return { ok: false, code: 'bad_input', message };
 }
@@ -450,22 +325,4 @@ function cleanReason(text: string | undefined): string | null | false {
   const t = text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
   if (t === '') return null;
   return t.length > MAX_REASON_CHARS ? false : t;
-}
-
-function auditGrant(g: Grant): GrantRecord {
-  return { id: g.id, agent_id: g.agentId, action_class: g.actionClass, host: g.host, expires_at: iso(g.expiresAt) };
-}
-
-function grantView(g: Grant): GrantView {
-  return {
-    id: g.id,
-    approval_id: g.approvalId,
-    agent_id: g.agentId,
-    action_class: g.actionClass,
-    host: g.host,
-    granted_by: g.grantedBy,
-    granted_at: iso(g.grantedAt),
-    expires_at: iso(g.expiresAt),
-    uses: g.uses,
-  };
 }
