@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { buildConnector } from 'undici';
-import { FirmaError } from '../core/errors.js';
+import { FirmaError, systemError } from '../core/errors.js';
 import type { EgressGuard, VettedAddress } from './ssrf/guard.js';
 
 /**
@@ -12,7 +12,7 @@ import type { EgressGuard, VettedAddress } from './ssrf/guard.js';
  *
  * Errors: a refused destination is a `DestinationDeniedError` (`code` `FIRMA_DESTINATION_DENIED`), a
  * DNS failure an error shaped like `dns.lookup`'s with the DNS code (see ssrf/resolve.ts), a connect
- * that outlasts `timeoutMs` (DNS included) a `FirmaError` `ETIMEDOUT`, anything else the socket's own
+ * that outlasts `timeoutMs` (DNS included) an `ETIMEDOUT` error shaped like Node's own, anything else the socket's own
  * error. undici hands a connector error to the waiting request unchanged, so the caller sees the same
  * object (see `findDestinationDenied`).
  */
@@ -79,7 +79,7 @@ function guardedDial(
     onError(err);
   };
   const timer = setTimeout(() => {
-    fail(new FirmaError('ETIMEDOUT', `connecting to ${host}:${port} took longer than ${timeoutMs} ms`));
+    fail(systemError('ETIMEDOUT', 'connect', `connecting to ${host}:${port} took longer than ${timeoutMs} ms`));
   }, timeoutMs);
   guard.vet(host, port).then(
     (vetted) => {

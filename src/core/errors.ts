@@ -27,6 +27,16 @@ export function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * A failure shaped as Node reports a system call's (`code` such as ETIMEDOUT or ENOTFOUND, `syscall`),
+ * for the places the sidecar stands in for one (its own connect deadline, its resolver wrapper). Those
+ * codes are the operating system's, not ours, so they are never FirmaErrors.
+ */
+export function systemError<T extends Record<string, unknown>>(code: string, syscall: string, message: string, extra?: T, cause?: unknown): Error & { code: string; syscall: string } & T {
+  const err = new Error(message, cause === undefined ? undefined : { cause });
+  return Object.assign(err, { code, syscall }, extra);
+}
+
 /** One entry of the catalogue. Plain sentences: docs/errors.md shows them as table cells. */
 export interface FirmaErrorCodeInfo {
   readonly meaning: string;

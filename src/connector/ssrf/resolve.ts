@@ -1,4 +1,5 @@
 import type { LookupAddress, LookupAllOptions } from 'node:dns';
+import { systemError } from '../../core/errors.js';
 
 /**
  * Resolving a destination name once, through the system resolver or one a test injects. A failure is
@@ -31,6 +32,5 @@ export function resolveAll(lookup: LookupFunction, name: string): Promise<readon
 
 /** A resolver failure shaped like `dns.lookup`'s: `code` (ENOTFOUND, EAI_AGAIN, ...), `syscall`, `hostname`. */
 export function lookupError(code: string, hostname: string, message: string, cause?: unknown): Error & { code: string; syscall: string; hostname: string } {
-  const err = new Error(message, cause === undefined ? undefined : { cause });
-  return Object.assign(err, { code, syscall: 'getaddrinfo', hostname });
+  return systemError(code, 'getaddrinfo', message, { hostname }, cause);
 }
