@@ -47,17 +47,16 @@ export class Interceptor implements TransparentAcceptor {
   readonly #opts: InterceptorOptions;
   /** The listening forward-proxy server. */
   readonly #server: http.Server;
-  readonly #ctx: InterceptContext;
+  /** Shared with every mode's handlers; only this class sets `draining`. */
+  readonly #ctx: InterceptContext & { draining: boolean };
   /** Every client socket (plain and decrypted), so a drain can end them. */
   readonly #sockets = new Set<Duplex>();
-  #draining = false;
 
   constructor(opts: InterceptorOptions) {
     this.#opts = opts;
     this.#server = http.createServer(SERVER_OPTIONS);
     const tunnelServer = http.createServer(SERVER_OPTIONS);
-    const self = this;
-    const ctx: InterceptContext = {
+    const ctx: InterceptContext & { draining: boolean } = {
       pipeline: opts.pipeline,
       log: opts.log,
       defaultAgentId: opts.defaultAgentId,
@@ -67,9 +66,7 @@ export class Interceptor implements TransparentAcceptor {
       tunnels: new WeakMap<object, TunnelContext>(),
       tunnelServer,
       blindOpener: blindTunnelOpener(opts.clientHelloTimeoutMs ?? 10_000),
-      get draining(): boolean {
-        return self.#draining;
-      },
+      draining: false,
       track: (socket) => this.#track(socket),
     };
     this.#ctx = ctx;
@@ -112,7 +109,7 @@ export class Interceptor implements TransparentAcceptor {
   }
 
   get draining(): boolean {
-    return this.#draining;
+    return this.#ctx.draining;
   }
 
   /**
@@ -120,7 +117,7 @@ export class Interceptor implements TransparentAcceptor {
    * (idle keep-alive connections and tunnels are closed at once).
    */
   async drain(graceMs: number): Promise<{ cut: number }> {
-    this.#draining = true;
+    this.#ctx.draining = true;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeIdleConnections();
     this.#ctx.tunnelServer.closeIdleConnections();

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../core/log.js';
 import type { RawRequest } from '../core/envelope.js';
-import { issueAllowed, type Allowed, type Permitted } from '../core/decision.js';
+import { issueAllowed, type Allowed, type Permitted, type Verdict } from '../core/decision.js';
 import type { SidecarReply } from '../core/reply.js';
 import { emptyOutcome, type DispatchOutcome } from '../core/outcome.js';
 import type { AuditRecorder } from '../audit/record.js';
@@ -148,7 +148,7 @@ export class RequestPipeline {
     );
   }
 
-  #dispatchUpgrade(verdict: Decided['verdict'], req: IncomingMessage, socket: Duplex, head: Buffer, started: number): void {
+  #dispatchUpgrade(verdict: Verdict, req: IncomingMessage, socket: Duplex, head: Buffer, started: number): void {
     if (verdict.verdict === 'deny') {
       this.#end();
       this.#answers.raw(socket, denyReply(verdict), verdict);
@@ -243,7 +243,7 @@ export class RequestPipeline {
     this.#finished(allowed, outcome, started);
   }
 
-  #answerTunnel(socket: Duplex, transparent: boolean, reply: SidecarReply, decision: Permitted | Decided['verdict']): void {
+  #answerTunnel(socket: Duplex, transparent: boolean, reply: SidecarReply, decision: Verdict): void {
     if (transparent) this.#answers.drop(socket, reply, decision);
     else this.#answers.raw(socket, reply, decision);
   }
