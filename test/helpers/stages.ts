@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/config/index.js';
+import { loadConfig, type FirmaConfig } from '../../src/config/index.js';
 import { createPipeline, type PipelineSetup } from '../../src/pipeline/setup.js';
 import { createLogger } from '../../src/core/log.js';
 import type { DecisionSnapshot } from '../../src/pipeline/snapshot.js';
@@ -12,7 +12,7 @@ import { REPO } from './sidecar.js';
  * The stages as the sidecar builds them, without a socket: the shipped mapping packs and default
  * policies, capabilities off unless `opts.capabilities` says otherwise.
  */
-export function shippedStages(opts: { sidecar?: string; mapping?: string; capabilities?: string } = {}): { setup: PipelineSetup; snapshot: DecisionSnapshot; dir: string } {
+export function shippedStages(opts: { sidecar?: string; mapping?: string; capabilities?: string } = {}): { setup: PipelineSetup; snapshot: DecisionSnapshot; config: FirmaConfig } {
   const dir = mkdtempSync(join(tmpdir(), 'firma-stages-'));
   writeFileSync(join(dir, 'firma.toml'), `
 [sidecar]
@@ -35,7 +35,7 @@ ${opts.capabilities ?? 'required = false'}
     mode: config.sidecar.mode,
     generation: 1,
   };
-  return { setup, snapshot, dir };
+  return { setup, snapshot, config };
 }
 
 export const AGENT: Identity = { agentId: 'agent-a', token: null, source: 'default' };

@@ -1,30 +1,13 @@
 import t from 'tap';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { loadConfig } from '../../../src/config/index.js';
-import { createPipeline } from '../../../src/pipeline/setup.js';
 import { normalize } from '../../../src/normalize/normalize.js';
 import { issueToken } from '../../../src/enforce/capability/tokens.js';
-import { createLogger } from '../../../src/core/log.js';
-import { REPO } from '../../helpers/sidecar.js';
+import { shippedStages } from '../../helpers/stages.js';
 import type { Identity, RawRequest } from '../../../src/core/envelope.js';
 
 // The whole decision half (mapping → stage 1 → stage 2), not one stage: the same request under the
 // same rules, policies and counts must get the same decision every time.
 t.test('determinism: the shipped packs and policies, the same requests 1,000 times → the same decisions', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'firma-determinism-'));
-  writeFileSync(join(dir, 'firma.toml'), `
-[sidecar.mapping]
-rules_paths = ["${join(REPO, 'mappings', '*.toml')}"]
-[sidecar.policy]
-dir = "${join(REPO, 'policies')}"
-[sidecar.capabilities]
-required = true
-`);
-  const config = loadConfig(join(dir, 'firma.toml'), dir);
-  const log = createLogger('silent');
-  const setup = createPipeline(config, log);
+  const { setup, config } = shippedStages({ capabilities: 'required = true' });
   t.teardown(() => setup.close());
   const keys = { signingKeyFile: config.sidecar.capabilities.signing_key_file, publicKeyFile: config.sidecar.capabilities.public_key_file };
   const openai = await issueToken({ ...keys, agent: 'agent-a', actions: ['llm.*'], scope: 'api.openai.com', ttlMs: 3_600_000 });
