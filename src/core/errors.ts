@@ -85,7 +85,7 @@ export const FIRMA_ERROR_CODES = Object.freeze({
   FIRMA_KEY_INCOMPLETE: { meaning: 'The public key exists without its signing key; a new pair is not created (it would invalidate every token).', reply: null, effect: TOKEN_ISSUE },
   FIRMA_REVOCATION_WRITE_FAILED: { meaning: '`firma token revoke` cannot read or append to the revocation file.', reply: null, effect: '`firma token revoke` exits 1.' },
 
-  // Cedar policies (src/enforce/policy.ts).
+  // Cedar policies (src/enforce/policy/).
   FIRMA_POLICY_INTERNAL: {
     meaning: 'Cedar refused to pre-parse a subset of policies that had validated (a bug, not a policy mistake).',
     reply: { status: 403, reasons: ['policy_error'] },

@@ -57,7 +57,7 @@ export const REPLY_REASONS = Object.freeze({
   unclassified: { ...DENY_403, stages: ['mapping'], meaning: 'No mapping rule classifies the request, and unmapped traffic is denied (default_protected = true).' },
   internal_error: { ...DENY_403, stages: ['mapping', 'capability', 'policy', 'approval'], meaning: 'A stage threw while classifying or deciding; the request is denied in every mode (fail closed) and the error is logged.' },
 
-  // Capability tokens, stage 1 (src/enforce/capability.ts).
+  // Capability tokens, stage 1 (src/enforce/capability/).
   token_missing: { stages: ['capability'], statuses: [407, 403], decision: 'deny', delivery: 'json', meaning: 'The request needs a capability token and carries none: 407 with Proxy-Authenticate (also on CONNECT to a host that needs one); 403 when the sidecar\'s own token_file is empty.' },
   token_invalid: { ...DENY_403, stages: ['capability'], meaning: 'The token is not PASETO v4.public, not signed by the capability key, has malformed claims, or is not valid yet.' },
   token_expired: { ...DENY_403, stages: ['capability'], meaning: 'The token\'s exp has passed (checked again after an approval wait).' },
@@ -65,7 +65,7 @@ export const REPLY_REASONS = Object.freeze({
   agent_mismatch: { ...DENY_403, stages: ['capability'], meaning: 'The token was issued to another agent id than the one in Proxy-Authorization.' },
   out_of_scope: { ...DENY_403, stages: ['capability'], meaning: 'The token\'s actions do not cover the action class, or its scope does not cover the host and path.' },
 
-  // Cedar policies, stage 2 (src/enforce/policy.ts), and the body checks made for them (src/normalize/body.ts).
+  // Cedar policies, stage 2 (src/enforce/policy/), and the body checks made for them (src/normalize/body.ts).
   policy_deny: { ...DENY_403, stages: ['policy'], meaning: 'A forbid policy matched; policy_ids names it.' },
   no_permit: { ...DENY_403, stages: ['policy'], meaning: 'No policy permits this action class for this agent.' },
   policy_error: { ...DENY_403, stages: ['policy'], meaning: 'The policies could not be evaluated (a policy errored, the body does not fit the schema, or the engine is closed): denied.' },
@@ -74,7 +74,7 @@ export const REPLY_REASONS = Object.freeze({
   body_not_json: { ...DENY_403, stages: ['policy'], meaning: 'The rule checks body fields and the body is not a JSON object or form-encoded.' },
   body_field_ambiguous: { ...DENY_403, stages: ['policy'], meaning: 'A checked body field appears more than once, or is not a single value.' },
 
-  // Approvals (src/enforce/approval.ts).
+  // Approvals (src/enforce/approval/).
   approval_required: { ...DENY_403, stages: ['approval'], meaning: 'A policy requires a person\'s approval and no approval stage is configured (in monitor mode: what enforce mode would have waited for).' },
   approval_denied: { ...DENY_403, stages: ['approval'], meaning: 'A person denied the held request; the message names them and their reason.' },
   approval_timeout: { ...DENY_403, stages: ['approval'], meaning: 'Nobody decided within [approvals] timeout_ms.' },

@@ -120,3 +120,18 @@ t.test('only the pipeline issues the Allowed the connector accepts', async (t) =
   const connector = files.filter((f) => folderOf(f) === 'connector');
   t.ok(connector.some((f) => /\bisIssuedAllowed\b/.test(texts.get(f) as string)), 'the connector checks it at run time');
 });
+
+t.test('every src/ path the docs and comments name exists (a move updates them)', async (t) => {
+  const docs = [join(REPO, 'README.md'), join(REPO, 'bench', 'README.md'), ...readdirSync(join(REPO, 'docs')).map((f) => join(REPO, 'docs', f))];
+  const named = [...docs, ...files].flatMap((f) => [...readFileSync(f, 'utf8').matchAll(/\bsrc\/[A-Za-z0-9_./-]*[A-Za-z0-9_/]/g)].map((m) => [relative(REPO, f), m[0]] as const));
+  t.ok(named.length > 20, `${named.length} mentions read`);
+  const missing = named.filter(([, p]) => {
+    try {
+      statSync(join(REPO, p.replace(/\.js$/, '.ts')));
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  t.same(missing.map(([f, p]) => `${f}: ${p}`), []);
+});
