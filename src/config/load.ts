@@ -11,7 +11,7 @@ import { firmaConfigSchema } from './firma-config.js';
 import { formatKeyPath } from './path.js';
 import type { JsonSchema, Schema, SchemaIssue } from './schema-dsl.js';
 import type { SourcePosition, TomlPositions } from './toml-positions.js';
-import { scanTomlPositions } from './toml-positions.js';
+import { scanTomlPositions } from './toml-scanner.js';
 
 export const CONFIG_INVALID = 'FIRMA_CONFIG_INVALID';
 

@@ -31,7 +31,7 @@ import { ConfigError, parseTomlWithSchema } from '../config/index.js';
 import type { ConfigIssue } from '../config/index.js';
 import { describeValue, fail, s } from '../config/schema-dsl.js';
 import type { Failure, Infer } from '../config/schema-dsl.js';
-import { scanTomlPositions } from '../config/toml-positions.js';
+import { scanTomlPositions } from '../config/toml-scanner.js';
 import { errorCode } from '../core/errors.js';
 import { hostPatternMatches, parseHost } from '../core/host.js';
 import type { Risk } from '../core/envelope.js';

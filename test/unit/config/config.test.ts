@@ -15,7 +15,7 @@ import {
 import type { FirmaConfig } from '../../../src/config/index.js';
 import { fail, s } from '../../../src/config/schema-dsl.js';
 import type { Infer, JsonValue } from '../../../src/config/schema-dsl.js';
-import { scanTomlPositions } from '../../../src/config/toml-positions.js';
+import { scanTomlPositions } from '../../../src/config/toml-scanner.js';
 import { formatKeyPath } from '../../../src/config/path.js';
 
 /** The formatted issues of the ConfigError thrown by fn (fails the test if none is thrown). */
