@@ -1,6 +1,6 @@
 /**
  * THE declaration of firma.toml. To add a key: add one line here (with `.default(...)` and
- * `.describe(...)`), then document it in the README. Types, validation, defaults and the JSON Schema
+ * `.describe(...)`), then document it in docs/configuration.md. Types, validation, defaults and the JSON Schema
  * all follow from this declaration. A table whose keys all have defaults is optional itself.
  */
 import { s } from './schema-dsl.js';
@@ -15,7 +15,6 @@ import {
   parseAllowPrivate,
   parseUpstreamHost,
   parseVaultSecretPath,
-  type UpstreamHostKey,
   AGENT_ID_PATTERN,
   LISTEN_JSON_PATTERN,
   checkAgentId,
@@ -23,6 +22,7 @@ import {
   parseListenAddress,
   resolveConfigRelativePath,
 } from './validators.js';
+import { checkCredential, checkVaultAuth, duplicateCredential, duplicateOf, hostKey } from './entry-checks.js';
 
 const listenAddress = () => s.string().transform(parseListenAddress, { pattern: LISTEN_JSON_PATTERN });
 
@@ -320,79 +320,6 @@ export const firmaConfigSchema = s
       .describe('Shared rate-limit state.'),
   })
   .describe('Firma Sidecar configuration (firma.toml).');
-
-function hostKey(h: UpstreamHostKey): string {
-  return h.port === null ? h.host : `${h.host}:${h.port}`;
-}
-
-/**
- * Two entries that would set the same header on the same host and port (`h` means 443, and 80 too
- * with allow_plaintext; so `h` and `h:443` collide): the agent would get the header twice.
- */
-function duplicateCredential(creds: ReadonlyArray<{ host: UpstreamHostKey; header: string; allow_plaintext: boolean }>): string | undefined {
-  const seen = new Map<string, number>();
-  for (const [i, c] of creds.entries()) {
-    const ports = c.host.port !== null ? [c.host.port] : c.allow_plaintext ? [443, 80] : [443];
-    for (const port of ports) {
-      const key = `${c.host.host}:${port} ${c.header.toLowerCase()}`;
-      const first = seen.get(key);
-      if (first !== undefined) {
-        return `duplicate host and header ${JSON.stringify(`${hostKey(c.host)} ${c.header.toLowerCase()}`)}: entries ${first + 1} and ${i + 1} both set ${c.header} for ${c.host.host}:${port}`;
-      }
-      seen.set(key, i);
-    }
-  }
-  return undefined;
-}
-
-/** A message naming the first repeated key, or undefined. */
-function duplicateOf(keys: readonly string[], what: string): string | undefined {
-  const seen = new Map<string, number>();
-  for (const [i, k] of keys.entries()) {
-    const first = seen.get(k);
-    if (first !== undefined) return `duplicate ${what} ${JSON.stringify(k)} (entries ${first + 1} and ${i + 1})`;
-    seen.set(k, i);
-  }
-  return undefined;
-}
-
-interface CredentialFields {
-  mode: 'basic' | 'vault';
-  value_from_env?: string | undefined;
-  secret_path?: unknown;
-}
-
-/** Mode-specific keys, and for "basic" the variable must be set now (a missing secret is a startup error). */
-function checkCredential(c: CredentialFields): string | undefined {
-  if (c.mode === 'basic') {
-    if (c.secret_path !== undefined) return 'secret_path is for mode = "vault"';
-    if (c.value_from_env === undefined) return 'mode = "basic" needs value_from_env';
-    const value = process.env[c.value_from_env];
-    if (value === undefined || value === '') return `environment variable ${c.value_from_env} is not set (value_from_env)`;
-    return undefined;
-  }
-  if (c.value_from_env !== undefined) return 'value_from_env is for mode = "basic"';
-  if (c.secret_path === undefined) return 'mode = "vault" needs secret_path ("mount/data/path#field")';
-  return undefined;
-}
-
-interface VaultFields {
-  auth: 'token' | 'approle' | 'kubernetes';
-  role_id_env?: string | undefined;
-  role_id_file?: string | undefined;
-  secret_id_env?: string | undefined;
-  secret_id_file?: string | undefined;
-  kubernetes_role: string;
-}
-
-function checkVaultAuth(v: VaultFields): string | undefined {
-  if (v.auth === 'approle') {
-    if ((v.role_id_env === undefined) === (v.role_id_file === undefined)) return 'auth = "approle" needs exactly one of role_id_env, role_id_file';
-    if ((v.secret_id_env === undefined) === (v.secret_id_file === undefined)) return 'auth = "approle" needs exactly one of secret_id_env, secret_id_file';
-  }
-  if (v.auth === 'kubernetes' && v.kubernetes_role === '') return 'auth = "kubernetes" needs kubernetes_role';
-  return undefined;
-}
 
 export type FirmaConfigValues = Infer<typeof firmaConfigSchema>;
 

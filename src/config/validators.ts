@@ -5,7 +5,8 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import type { Failure, TransformContext } from './schema-dsl.js';
-import { describeValue, fail } from './schema-dsl.js';
+import { fail } from './schema-dsl.js';
+import { describeValue } from './values.js';
 import { parseAuthority, parseHost } from '../core/host.js';
 import { parseCidrRule, type CidrRule } from '../core/cidr.js';
 
