@@ -25,20 +25,16 @@
  * Everything is compiled at load; `classify` is a Map lookup plus a few precompiled matchers and allocates
  * nothing (it returns the rule's frozen Classification).
  */
-import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { basename, dirname, isAbsolute } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { ConfigError, parseTomlWithSchema } from '../config/index.js';
-import type { ConfigIssue } from '../config/index.js';
-import { fail, s } from '../config/schema-dsl.js';
-import { describeValue } from '../config/values.js';
-import type { Failure, Infer } from '../config/schema-dsl.js';
 import { scanTomlPositions } from '../config/toml-scanner.js';
-import { errorCode } from '../core/errors.js';
-import { hostPatternMatches, parseHost } from '../core/host.js';
+import { hostPatternMatches } from '../core/host.js';
 import type { Risk } from '../core/envelope.js';
-import { ANY_PATH, compileNameGlob, compilePathPattern, hasNameWildcard } from './glob.js';
 import type { PathPattern } from './glob.js';
-import { normalizePath } from './path.js';
+import { ANY_PATH_PATTERN, ruleFileSchema, type HostPattern, type RuleFile } from './rule-file.js';
+import { expandPatterns, fileIssue, readError } from './rule-paths.js';
+
 
 export interface Classification {
   readonly actionClass: string;
@@ -53,96 +49,7 @@ export interface Classification {
   readonly bodyFields: readonly string[];
 }
 
-export const RISKS = ['low', 'medium', 'high', 'critical'] as const satisfies readonly Risk[];
 const RISK_RANK: Readonly<Record<Risk, number>> = { low: 0, medium: 1, high: 2, critical: 3 };
-
-// ---------------------------------------------------------------------------------------------------
-// rule file schema
-
-type HostPattern =
-  | { readonly kind: 'exact'; readonly host: string }
-  /** `pattern` is `*.suffix` in canonical (lowercase) form. */
-  | { readonly kind: 'suffix'; readonly pattern: string; readonly suffixLength: number }
-  | { readonly kind: 'any' };
-
-const METHOD = /^[A-Z][A-Z0-9_-]*$/;
-const ACTION_CLASS = /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/;
-const BODY_FIELD = /^[A-Za-z0-9_$-]+(?:\.[A-Za-z0-9_$-]+)*$/;
-const UNSAFE_FIELD_SEGMENTS: ReadonlySet<string> = new Set(['__proto__', 'prototype', 'constructor']);
-
-function checkMethod(text: string): string | undefined {
-  if (METHOD.test(text)) return undefined;
-  const upper = text.toUpperCase();
-  const hint = METHOD.test(upper) ? ` (did you mean ${JSON.stringify(upper)}?)` : '';
-  return `expected an uppercase method token such as "GET", got ${describeValue(text)}${hint}`;
-}
-
-function checkActionClass(text: string): string | undefined {
-  if (text.length <= 128 && ACTION_CLASS.test(text)) return undefined;
-  return `expected dot-separated segments of a-z 0-9 _ - (at most 128 characters, e.g. "llm.chat"), got ${describeValue(text)}`;
-}
-
-function checkBodyField(text: string): string | undefined {
-  if (!BODY_FIELD.test(text)) return `expected a JSON field name or dotted path (A-Z a-z 0-9 _ $ -, e.g. "amount" or "metadata.order_id"), got ${describeValue(text)}`;
-  for (const segment of text.split('.')) {
-    if (UNSAFE_FIELD_SEGMENTS.has(segment)) return `field name segment ${JSON.stringify(segment)} is not allowed`;
-  }
-  return undefined;
-}
-
-function parseHostPattern(text: string): HostPattern | Failure {
-  if (text === '*') return { kind: 'any' };
-  const expected = 'expected an exact DNS name or IP address, "*", or "*.example.com"';
-  if (text.includes('://') || text.includes('/')) return fail(`${expected} (no scheme or path), got ${describeValue(text)}`);
-  if (text.startsWith('*.')) {
-    const suffix = parseHost(text.slice(2));
-    if (suffix === null || suffix.kind !== 'dns' || text.endsWith('.')) {
-      return fail(`${expected}; the part after "*." must be a DNS name, got ${describeValue(text)}`);
-    }
-    return { kind: 'suffix', pattern: `*.${suffix.host}`, suffixLength: suffix.host.length };
-  }
-  if (text.includes('*')) return fail(`${expected}; "*" is only allowed alone or as a leading "*.", got ${describeValue(text)}`);
-  const bare = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text;
-  const parsed = parseHost(bare);
-  if (parsed === null) {
-    const portHint = /^[^:[\]]+:\d+$/.test(text) ? ' (rules match any port: leave it out)' : '';
-    return fail(`${expected}, got ${describeValue(text)}${portHint}`);
-  }
-  return { kind: 'exact', host: parsed.host };
-}
-
-function parsePathPattern(text: string): PathPattern | Failure {
-  const result = compilePathPattern(text, normalizePath);
-  return result.ok ? result.pattern : fail(result.message);
-}
-
-const ruleFileSchema = s.table({
-  rules: s
-    .arrayOfTables({
-      method: s.string().refine(checkMethod).optional().describe('HTTP method (uppercase); absent = any method.'),
-      host: s.string().transform(parseHostPattern).describe('Exact host, "*", or "*.example.com" (any subdomain, never the apex).'),
-      path: s.string().transform(parsePathPattern).optional().describe('Path glob on the normalised path: "*" within a segment, "**" across segments; absent = any path.'),
-      action_class: s.string().refine(checkActionClass).describe('Action class, e.g. "llm.chat".'),
-      risk: s.enum(RISKS).describe('Risk tier.'),
-      body_fields: s
-        .array(s.string().refine(checkBodyField), { unique: true })
-        .optional()
-        .describe('JSON body fields (top-level or dotted) that stage 2 policies may see.'),
-    })
-    .default([])
-    .describe('Mapping rules.'),
-});
-type RuleFile = Infer<typeof ruleFileSchema>;
-
-/** `/**`, compiled once and shared by every rule without a `path` (an immutable constant). */
-const ANY_PATH_PATTERN: PathPattern = (() => {
-  const result = compilePathPattern(ANY_PATH, normalizePath);
-  if (!result.ok) throw new Error(`bug: ${ANY_PATH} does not compile: ${result.message}`);
-  return result.pattern;
-})();
-
-// ---------------------------------------------------------------------------------------------------
-// compiled rules and the index
 
 interface CompiledRule {
   readonly method: string | undefined;
@@ -214,82 +121,6 @@ function duplicateKey(rule: CompiledRule): string {
   const host = rule.host.kind === 'exact' ? `=${rule.host.host}` : rule.host.kind === 'suffix' ? rule.host.pattern : '*';
   return `${rule.method ?? ''} ${host} ${rule.path.source}`;
 }
-
-// ---------------------------------------------------------------------------------------------------
-// file discovery
-
-interface Expansion {
-  readonly files: string[];
-  readonly unmatched: string[];
-  readonly issues: ConfigIssue[];
-}
-
-function fileIssue(file: string, message: string): ConfigIssue {
-  return { file, line: 1, col: 1, key: '', message };
-}
-
-function readError(err: unknown): string {
-  const code = errorCode(err) ?? '';
-  if (code === 'ENOENT') return 'file not found';
-  if (code === 'EISDIR') return 'is a directory, not a file';
-  return `cannot read file${code === '' ? '' : ` (${code})`}`;
-}
-
-/** Absolute paths; `*` and `?` only in the file-name part (as `rules_paths` documents). */
-function expandPatterns(patterns: readonly string[]): Expansion {
-  const files: string[] = [];
-  const seen = new Set<string>();
-  const unmatched: string[] = [];
-  const issues: ConfigIssue[] = [];
-  const addFile = (file: string): void => {
-    if (seen.has(file)) return;
-    seen.add(file);
-    files.push(file);
-  };
-  for (const pattern of patterns) {
-    if (!isAbsolute(pattern)) {
-      issues.push(fileIssue(pattern, 'mapping rules path must be absolute (config paths resolve against the config file folder)'));
-      continue;
-    }
-    const dir = dirname(pattern);
-    const name = basename(pattern);
-    if (hasNameWildcard(dir)) {
-      issues.push(fileIssue(pattern, '"*" and "?" are only allowed in the file-name part of a rules path'));
-      continue;
-    }
-    if (!hasNameWildcard(name)) {
-      addFile(pattern); // a named file must exist and be readable: reading it reports the problem
-      continue;
-    }
-    let entries: string[];
-    try {
-      entries = readdirSync(dir);
-    } catch (err: unknown) {
-      if (errorCode(err) === 'ENOENT') {
-        unmatched.push(pattern);
-        continue;
-      }
-      issues.push(fileIssue(dir, `cannot list folder for ${JSON.stringify(name)}${errorCode(err) === undefined ? '' : ` (${errorCode(err)})`}`));
-      continue;
-    }
-    const matches = compileNameGlob(name);
-    let matched = 0;
-    for (const entry of entries.filter(matches).sort()) {
-      const file = `${dir === '/' ? '' : dir}/${entry}`;
-      try {
-        if (statSync(file).isDirectory()) continue;
-      } catch {
-        // A dangling symlink and the like: reading it below reports it as unreadable.
-      }
-      matched++;
-      addFile(file);
-    }
-    if (matched === 0) unmatched.push(pattern);
-  }
-  return { files, unmatched, issues };
-}
-
-// ---------------------------------------------------------------------------------------------------
 
 export class MappingTable {
   /** Absolute paths of the rule files that were loaded, in load order. */
