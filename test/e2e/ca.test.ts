@@ -3,7 +3,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { buildCaCertificate, caEnvLines, derToPem, initCa, loadCa } from '../../src/intercept/tls/ca.js';
+import { buildCaCertificate, caEnvLines, initCa, loadCa } from '../../src/intercept/tls/ca.js';
+import { derToPem } from '../../src/intercept/tls/der.js';
 import { FirmaError } from '../../src/core/errors.js';
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -238,7 +239,7 @@ t.test('caEnvLines', async (t) => {
 });
 
 t.test('key identifiers: SHA-1 of the EC point, computed without a JWK export (Node 20 deadlock)', async (t) => {
-  const { keyIdentifier } = await import('../../src/intercept/tls/ca.js');
+  const { keyIdentifier } = await import('../../src/intercept/tls/der.js');
   const { publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const jwk = publicKey.export({ format: 'jwk' });
   const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x ?? '', 'base64url'), Buffer.from(jwk.y ?? '', 'base64url')]);
@@ -247,7 +248,7 @@ t.test('key identifiers: SHA-1 of the EC point, computed without a JWK export (N
 
   // On Node 20.20, fresh EC keys + JWK exports under GC pressure deadlock the main thread within
   // a second or two (this hung `firma ca init` in CI). The built module must survive the same loop.
-  const ca = path.join(import.meta.dirname, '..', '..', 'dist', 'intercept', 'tls', 'ca.js');
+  const ca = path.join(import.meta.dirname, '..', '..', 'dist', 'intercept', 'tls', 'der.js');
   const script = `
     import crypto from 'node:crypto';
     import { keyIdentifier } from ${JSON.stringify(ca)};

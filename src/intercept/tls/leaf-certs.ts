@@ -12,8 +12,9 @@
  */
 import crypto from 'node:crypto';
 import tls from 'node:tls';
-import type { CertificateAuthority, Asn1 } from './ca.js';
-import { OID, der, derToPem, ecdsaSha256AlgorithmId, keyIdentifier, randomSerial, signCertificate } from './ca.js';
+import type { CertificateAuthority } from './ca.js';
+import type { Asn1 } from './der.js';
+import { OID, der, derToPem, ecdsaSha256AlgorithmId, keyIdentifier, randomSerial, signCertificate } from './der.js';
 import type { ParsedHost } from '../../core/host.js';
 import { ipBytes } from '../../core/host.js';
 
