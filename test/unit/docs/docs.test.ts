@@ -51,9 +51,9 @@ t.test('every firma.toml key is documented in docs/configuration.md', async (t) 
 
 t.test('every CLI command and option in the usage is documented in docs/commands.md', async (t) => {
   const page = read('docs/commands.md');
-  const source = read('src/cli/main.ts');
+  const source = read('src/cli/usage.ts');
   const usage = /const USAGE = `([^`]*)`/.exec(source)?.[1];
-  if (usage === undefined) return t.fail('USAGE not found in src/cli/main.ts');
+  if (usage === undefined) return t.fail('USAGE not found in src/cli/usage.ts');
   const commands = new Set<string>();
   for (const line of usage.split('\n')) {
     const m = /^ {2}firma ([a-z][a-z |]*?)(?:\s{2,}| \[| [A-Z-]|$)/.exec(line);
