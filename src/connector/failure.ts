@@ -11,7 +11,7 @@ export interface DispatchFailure {
   readonly reply: Omit<SidecarReply, 'requestId'>;
 }
 
-/** SSRF denials are 403s; the rest get the statuses in docs/listeners.md "Statuses". */
+/** SSRF denials are 403s; the rest get the statuses in docs/listeners.md "Status codes". */
 export function describeFailure(err: unknown, target: Target): DispatchFailure {
   const denied = findDestinationDenied(err);
   if (denied !== null) {

@@ -14,7 +14,7 @@ import { readClientHello } from './tls/client-hello.js';
 const CONNECT_ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
 
 /**
- * CONNECT (docs/listeners.md "CONNECT and MITM"): a bypassed host gets a blind tunnel decided on the
+ * CONNECT (docs/listeners.md "CONNECT and TLS interception (MITM)"): a bypassed host gets a blind tunnel decided on the
  * host alone; any other is MITM'd with a leaf certificate from the local CA, and each request inside is
  * handed to the pipeline like a plain one.
  */

@@ -37,7 +37,7 @@ const SERVER_OPTIONS: http.ServerOptions = {
 };
 
 /**
- * The interception layer (docs/architecture.md "Intercept"): sockets in, requests out. An explicit
+ * The interception layer (docs/architecture.md "The request's path"): sockets in, requests out. An explicit
  * forward proxy (absolute-form HTTP and CONNECT), TLS MITM for CONNECT tunnels, blind tunnels for
  * bypassed hosts, WebSocket upgrades, and connections from the transparent listener. It reads where
  * each request goes and who sends it, then hands it to the pipeline: it never decides and never dials.

@@ -5,7 +5,7 @@ import type { DispatchOutcome } from '../core/outcome.js';
 
 /**
  * The one decision log line per request, written when it is over (smokescreen's canonical decision log;
- * docs/listeners.md "The request log line"): who, what, the verdict with its stage, reason, policies and
+ * docs/commands.md "Logs"): who, what, the verdict with its stage, reason, policies and
  * token id, and what the connector reported. `reply` is set when the sidecar answered itself; `started`
  * is 0 when the request never reached a stage (then no duration is logged).
  */

@@ -1,7 +1,7 @@
 import type { Denied } from '../core/decision.js';
 import type { SidecarReply } from '../core/reply.js';
 
-/** The 403/407 answer for a deny (docs/listeners.md "When the sidecar answers itself"). */
+/** The 403/407 answer for a deny (docs/listeners.md "Responses the sidecar makes itself"). */
 export function denyReply(d: Denied): SidecarReply {
   return {
     status: d.status,

@@ -135,3 +135,18 @@ t.test('every src/ path the docs and comments name exists (a move updates them)'
   });
   t.same(missing.map(([f, p]) => `${f}: ${p}`), []);
 });
+
+t.test('every docs/ section a source comment cites is a heading of that page', async (t) => {
+  const cited = files.flatMap((f) => [...(texts.get(f) as string).matchAll(/docs\/([a-z-]+\.md) "([^"]+)"/g)].map((m) => [relative(REPO, f), m[1] as string, m[2] as string] as const));
+  t.ok(cited.length >= 10, `${cited.length} citations read`);
+  const headings = new Map<string, string[]>();
+  const missing = cited.filter(([, page, section]) => {
+    let list = headings.get(page);
+    if (list === undefined) {
+      list = readFileSync(join(REPO, 'docs', page), 'utf8').split('\n').filter((l) => /^#{1,4} /.test(l)).map((l) => l.replace(/^#+ /, ''));
+      headings.set(page, list);
+    }
+    return !list.some((h) => h.startsWith(section));
+  });
+  t.same(missing.map(([f, page, section]) => `${f}: docs/${page} "${section}"`), []);
+});

@@ -1,5 +1,5 @@
 /**
- * What stage 1 is asked and what it answers (docs/architecture.md "Stage 1"): the agent, its token and the
+ * What stage 1 is asked and what it answers (docs/architecture.md "Enforce"): the agent, its token and the
  * request's class, host and path in; ok with the token id, or a deny reason and message out. Results
  * carry only the token id (`jti`), never the token.
  */

@@ -1,5 +1,5 @@
 /**
- * The claims of a token whose signature checked out (docs/architecture.md "Stage 1"): their shapes are
+ * The claims of a token whose signature checked out (docs/architecture.md "Enforce"): their shapes are
  * checked once and pre-parsed for the per-request checks. Errors say which claim, never its value.
  */
 import type { CapabilityCheck } from './check.js';

@@ -1,5 +1,5 @@
 /**
- * The Ed25519 key files of stage 1 (docs/architecture.md "Stage 1", docs/commands.md `firma token`): the
+ * The Ed25519 key files of stage 1 (docs/architecture.md "Enforce", docs/commands.md `firma token`): the
  * signing key pair `firma token issue` creates and signs with, and the public key the verifier trusts.
  * Keys follow the CA's rules: created once with `wx` (never overwritten or silently regenerated), private
  * key 0600 and refused when group/world accessible.

@@ -1,5 +1,5 @@
 /**
- * The capability revocation list (docs/architecture.md "Stage 1", docs/commands.md `firma token revoke`):
+ * The capability revocation list (docs/architecture.md "Enforce", docs/commands.md `firma token revoke`):
  * one token id per line. The verifier keeps it in memory and follows the file live: a watch on its
  * folder, plus a stat poll as fallback. Fail closed: a list that vanishes or cannot be re-read keeps the
  * ids already loaded.

@@ -1,5 +1,5 @@
 /**
- * The claim grammar of capability tokens (docs/architecture.md "Stage 1"), shared by the verifier and by
+ * The claim grammar of capability tokens (docs/architecture.md "Enforce"), shared by the verifier and by
  * `firma token issue` (tokens.ts) so issuing and verifying can never disagree:
  * - `actions`: non-empty list of action-class patterns. A pattern is `*` (every action class), an exact
  *   class (`payments.refund`), or a prefix ending in a whole `*` segment (`llm.*` covers `llm.chat` and

@@ -1,6 +1,6 @@
 /**
  * Stage 1: capability tokens (PASETO v4.public, Ed25519), verified on the request hot path
- * (docs/architecture.md "Stage 1").
+ * (docs/architecture.md "Enforce").
  *
  * A token is verified once (signature + claim shapes, ~50–450 µs depending on the machine) and then
  * cached with its parsed claims (bounded, approximate LRU), so later requests with the same token pay a

@@ -1,5 +1,5 @@
 /**
- * Static analysis of a policy's JSON form, done once at load (docs/architecture.md "Stage 2"): which
+ * Static analysis of a policy's JSON form, done once at load (docs/architecture.md "Enforce"): which
  * context attributes and variables a policy reads, which actions it names, and whether its action scope
  * admits a class. A request then sends Cedar only what the policies it can reach read, and policies that
  * read the same inputs share a group and a memo (plan.ts, evaluate.ts). Unknown uses count as "reads all".

@@ -1,5 +1,5 @@
 /**
- * A request's facts in Cedar's terms (docs/architecture.md "Stage 2"): the context record with exactly the
+ * A request's facts in Cedar's terms (docs/architecture.md "Enforce"): the context record with exactly the
  * attributes a group reads, and the memo key made of exactly those inputs. No schema is used at request
  * time: validation at load fixed the policies' types, so the context is built here with those types
  * (integers for Long, strings for String), and a body value that does not fit its type denies.

@@ -1,5 +1,5 @@
 /**
- * Deciding one request from a class's plan (docs/architecture.md "Stage 2"): one Cedar call per group whose
+ * Deciding one request from a class's plan (docs/architecture.md "Enforce"): one Cedar call per group whose
  * memo misses, or one over the class's whole subset when several miss, and the group results combined
  * into allow / deny / approval.
  */

@@ -1,5 +1,5 @@
 /**
- * Loading the policy folder (docs/architecture.md "Stage 2", docs/configuration.md): every `*.cedar` file is
+ * Loading the policy folder (docs/architecture.md "Enforce", docs/configuration.md): every `*.cedar` file is
  * parsed (parse.ts), ids must be unique across files, and the set is validated in strict mode against the
  * Firma schema (schema.ts) built for the mapping's action classes. Every problem of the whole folder is
  * reported at once, as `file:line:col: policy-id: message`, in one ConfigError.

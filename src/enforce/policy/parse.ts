@@ -1,5 +1,5 @@
 /**
- * One `*.cedar` file into policies (docs/architecture.md "Stage 2"): the file is split at top-level `;`, each
+ * One `*.cedar` file into policies (docs/architecture.md "Enforce"): the file is split at top-level `;`, each
  * policy gets a stable id (its `@id("…")`, else `<file>:<line>`) and its position, and every Cedar error
  * becomes a `file:line:col: policy-id: message` issue (Cedar counts UTF-8 bytes, editors UTF-16 units).
  */

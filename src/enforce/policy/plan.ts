@@ -1,5 +1,5 @@
 /**
- * Per action class, which policies can apply and how they are sent to Cedar (docs/architecture.md "Stage 2").
+ * Per action class, which policies can apply and how they are sent to Cedar (docs/architecture.md "Enforce").
  * The class's policies are chosen statically (the action hierarchy is derived from names, schema.ts) and
  * grouped by the inputs they read (analysis.ts); each group is pre-parsed into the wasm module once, with
  * its action scope widened to `action` (exact: the action is fixed within that subset), and shared by

@@ -1,5 +1,5 @@
 /**
- * The Cedar schema stage 2 policies are validated against (docs/architecture.md "Stage 2"), namespace `Firma`:
+ * The Cedar schema stage 2 policies are validated against (docs/architecture.md "Enforce"), namespace `Firma`:
  *
  *   principal  Firma::Agent::"<agent id>"                      (no attributes)
  *   action     Firma::Action::"<action class>"                 (e.g. "payments.refund")

@@ -1,5 +1,5 @@
 /**
- * What stage 2 is asked and what it answers (docs/architecture.md "Stage 2"): one request's facts in, allow /
+ * What stage 2 is asked and what it answers (docs/architecture.md "Enforce"): one request's facts in, allow /
  * deny / approval out with the determining policy ids. Every failure is a `policy_error` deny (fail closed).
  */
 import type { Risk } from '../../core/envelope.js';
