@@ -9,8 +9,8 @@ import { readClientHello } from '../tls/client-hello.js';
 import { targetFromSni } from './listener.js';
 
 /**
- * A connection redirected to the transparent listener (iptables REDIRECT; docs/listeners.md "The
- * transparent listener"). No CONNECT named its target, so its first bytes do: a TLS ClientHello is
+ * A connection redirected to the transparent listener (iptables REDIRECT;
+ * docs/listeners.md "The transparent listener"). No CONNECT named its target, so its first bytes do: a TLS ClientHello is
  * MITM'd for its SNI (or blind-tunnelled when the SNI is a bypassed host), plain HTTP is parsed request
  * by request with each Host header as the target. From there on it is a CONNECT tunnel like any other.
  * There is no Proxy-Authorization, so the sidecar's own agent_id and token file apply. `originalPort`
