@@ -123,6 +123,9 @@ export class Sidecar {
     // One registry per sidecar (never prom-client's global one): sidecars in one process stay apart.
     const metrics = new Metrics({ hosts: config.sidecar.connector.hosts });
     metrics.setPendingApprovalsSource(() => approvals.pendingCount);
+    // Credentials are read (and a missing variable refused) before the audit log is opened, for the
+    // same reason as the rules above.
+    const egress = buildEgress(config, log);
     const a = config.audit;
     const writer = AuditWriter.open({
       path: a.path,
@@ -140,7 +143,6 @@ export class Sidecar {
     const audit = new AuditRecorder(writer, { stdout: a.stdout ? log.child({}, { level: 'info' }) : null, metrics });
     recorder = audit;
     const leafCerts = new LeafCertificates(ca);
-    const egress = buildEgress(config, log);
     // The guard must know the sidecar's own listeners (to refuse loops); they are bound just below.
     const listeners: Array<{ address: string; port: number }> = [];
     const guard = new EgressGuard({
@@ -184,6 +186,7 @@ export class Sidecar {
       readiness: () => sidecar?.readiness() ?? { startup: { ok: false, detail: 'starting' } },
       approvals: new ApprovalsApi({ queue: approvals, tokens, log }),
       metrics,
+      ca: { certPem: ca.certPem, fingerprint256: ca.fingerprint256 },
     });
     const proxyAddress = await interceptor.listen();
     let adminAddress: AddressInfo;
@@ -220,7 +223,7 @@ export class Sidecar {
     if (config.approvals.webhook_url !== '') {
       notify = webhookNotifier({ url: config.approvals.webhook_url, timeoutMs: config.approvals.webhook_timeout_ms, pageUrl, log });
     }
-    audit.lifecycle('start', `policy_hash=${decisions.rules.policy.policyHash} mode=${config.sidecar.mode}`);
+    audit.lifecycle('start', `policy_hash=${decisions.rules.policy.policyHash} mode=${config.sidecar.mode} audit_key=${audit.keyFingerprint}`);
     sidecar = new Sidecar({
       config,
       log,

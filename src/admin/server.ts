@@ -15,6 +15,8 @@ export interface AdminOptions {
   readonly approvals?: ApprovalsApi;
   /** Prometheus exposition for `GET /metrics` (404 when absent). */
   readonly metrics?: MetricsExposition;
+  /** The MITM CA certificate agents must trust, for `GET /ca.crt` (`firma ca export --admin URL`). */
+  readonly ca?: { readonly certPem: string; readonly fingerprint256: string };
 }
 
 /** What `GET /metrics` serves: prom-client's text format and its content type. */
@@ -87,6 +89,20 @@ export class AdminServer {
         json(res, ready ? 200 : 503, { ready, checks });
         return;
       }
+      case '/ca.crt':
+        if (this.#opts.ca !== undefined) {
+          // Public material: the certificate only, never the key (docs/listeners.md "The admin listener").
+          res.writeHead(200, {
+            'content-type': 'application/x-pem-file',
+            'content-length': Buffer.byteLength(this.#opts.ca.certPem),
+            'cache-control': 'no-store',
+            'x-firma-ca-sha256': this.#opts.ca.fingerprint256,
+          });
+          res.end(this.#opts.ca.certPem);
+          return;
+        }
+        json(res, 404, { error: 'not_found' });
+        return;
       case '/metrics':
         if (this.#opts.metrics !== undefined) {
           this.#metrics(res, this.#opts.metrics);

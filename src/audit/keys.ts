@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FirmaError } from '../core/errors.js';
@@ -86,4 +86,14 @@ export function loadOrCreateAuditKeys(dir: string): AuditKeys {
   if (existing !== publicKeyPem) writeFileSync(publicKeyPath, publicKeyPem, { mode: 0o644 });
 
   return { privateKey, publicKey, publicKeyPem, privateKeyPath, publicKeyPath };
+}
+
+/**
+ * A short name for an audit public key: `sha256:` and the first 32 hex digits of the SHA-256 of its
+ * SPKI DER. The start event records it, so a verifier can tell "signed by another key" from an edited
+ * line (docs/audit.md "Verifying").
+ */
+export function keyFingerprint(publicKey: KeyObject): string {
+  const der = publicKey.export({ type: 'spki', format: 'der' });
+  return `sha256:${createHash('sha256').update(der).digest('hex').slice(0, 32)}`;
 }

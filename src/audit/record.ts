@@ -45,6 +45,11 @@ export class AuditRecorder {
     return this.#writer.headHash;
   }
 
+  /** The fingerprint of the key that signs this log (docs/audit.md "Verifying"). */
+  get keyFingerprint(): string {
+    return this.#writer.keyFingerprint;
+  }
+
   #append(body: AuditEventBody, counted = true): boolean {
     // Counted whether or not the log takes the event: the request was decided (or refused) either way.
     if (counted && body.type === 'decision') this.#metrics?.decision(body.decision, body.stage, body.reason);

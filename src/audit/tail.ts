@@ -10,7 +10,7 @@ const short = (id: string | null): string => (id === null ? '-' : id.length > 8 
 
 /**
  * One readable line per event for `firma audit tail`, fields separated by two spaces, e.g.
- * `2026-11-22T10:00:00.123Z  deny  agent-7  POST api.stripe.com/v1/refunds  payments.refund/high  policy:limit.refunds  req=ab12cd34…`.
+ * `2026-11-22T10:00:00.123Z  deny  agent-7  POST api.stripe.com/v1/refunds  payments.refund/high  policy:policy_deny (limit.refunds)  req=ab12cd34…`.
  */
 export function formatEventLine(e: AuditEvent): string {
   const agent = e.agent_id ?? '-';
@@ -19,7 +19,8 @@ export function formatEventLine(e: AuditEvent): string {
     case 'decision': {
       const port = (e.scheme === 'https' && e.port === 443) || (e.scheme === 'http' && e.port === 80) ? '' : `:${e.port}`;
       const cls = `${e.action_class ?? 'unclassified'}/${e.risk ?? '-'}`;
-      const why = `${e.stage}:${e.rule ?? e.reason}`;
+      // The reason says why; the rule (mapping or policy file:line) says where it was decided.
+      const why = e.rule === null ? `${e.stage}:${e.reason}` : `${e.stage}:${e.reason} (${e.rule})`;
       const monitor = e.would_deny === null ? '' : `  would_deny=${e.would_deny}`;
       return `${e.ts}  ${e.decision}  ${agent}  ${e.method} ${e.host}${port}${e.path}  ${cls}  ${why}${monitor}  ${req}`;
     }

@@ -3,6 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { canonicalWithoutSeal, chainHash, GENESIS_HASH, verifyHashSig } from './chain.js';
 import { COMMON_FIELDS, REQUIRED_FIELDS, type AuditEvent, type AuditEventType } from './events.js';
 import { auditFileSet } from './files.js';
+import { keyFingerprint } from './keys.js';
 
 export type VerifyResult =
   | { ok: true; events: number; headHash: string; lastSeq: number }
@@ -40,6 +41,34 @@ export function sealProblem(e: AuditEvent, publicKey: KeyObject): string | null 
   if (chainHash(e.prev_hash, canonical) !== e.hash) return 'edited (hash mismatch)';
   if (!verifyHashSig(publicKey, e.hash, e.sig)) return 'bad signature';
   return null;
+}
+
+/** The key fingerprint a start event records (`audit_key=…` in its detail). */
+const RECORDED_KEY = /\baudit_key=(sha256:[0-9a-f]+)/;
+
+/**
+ * A bad signature is tampering only if this key signed the log at all. When no event verifies with it,
+ * the log was signed by another key (the wrong --public-key, or another folder's keys/): say that, with
+ * the fingerprint the log records, never the words used for an edited line (docs/audit.md "Verifying").
+ */
+function otherKeyProblem(files: readonly string[], publicKey: KeyObject): string | null {
+  let recorded: string | null = null;
+  for (const file of files) {
+    for (const l of linesOf(file)) {
+      let e: AuditEvent;
+      try {
+        e = JSON.parse(l.text) as AuditEvent;
+      } catch {
+        continue;
+      }
+      if (shapeProblem(e) !== null) continue;
+      if (sealProblem(e, publicKey) === null) return null;
+      if (e.type === 'lifecycle' && e.event === 'start') recorded = RECORDED_KEY.exec(e.detail ?? '')?.[1] ?? recorded;
+    }
+  }
+  const ours = keyFingerprint(publicKey);
+  const theirs = recorded !== null && recorded !== ours ? ` (fingerprint ${recorded})` : '';
+  return `signed by another key${theirs}, not this one (fingerprint ${ours}): no event verifies with it; pass the log's own key with --public-key`;
 }
 
 interface Line {
@@ -116,6 +145,7 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
       if (shape !== null) return bad(shape);
       const e = parsed as AuditEvent;
       const seal = sealProblem(e, publicKey);
+      if (seal === 'bad signature') return bad(otherKeyProblem(files, publicKey) ?? seal);
       if (seal !== null) return bad(seal);
       if (!l.terminated) return bad('truncated last line (no newline)');
 

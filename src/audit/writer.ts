@@ -5,7 +5,7 @@ import type { AuditWriteMetrics } from '../core/metrics.js';
 import { GENESIS_HASH } from './chain.js';
 import type { AuditEventBody } from './events.js';
 import { listRotated } from './files.js';
-import { loadOrCreateAuditKeys } from './keys.js';
+import { keyFingerprint, loadOrCreateAuditKeys } from './keys.js';
 import { closeAsync, fsyncAsync, LIVE_FILE_FLAGS, reopenLiveFile, rotateLiveFile, writeAsync, type LiveFile } from './live-file.js';
 import { resumeChain } from './resume.js';
 import { ChainSealer } from './sealer.js';
@@ -69,6 +69,8 @@ export class AuditWriter {
     signer: HashSigner,
     start: { readonly seq: number; readonly head: string },
     private readonly live: LiveFile,
+    /** The signing key's fingerprint (`keyFingerprint`), recorded in the start event. */
+    readonly keyFingerprint: string,
   ) {
     this.sealer = new ChainSealer(signer, start, this.queue, () => this.kick());
     if (opts.fsync === 'interval') {
@@ -99,7 +101,7 @@ export class AuditWriter {
       bytes: fstatSync(fd).size,
       dirty: false,
       nextRotation: (rotated[rotated.length - 1]?.n ?? 0) + 1,
-    });
+    }, keyFingerprint(keys.publicKey));
   }
 
   /** False while events cannot be written: callers refuse requests (fail closed). */

@@ -20,6 +20,7 @@ async function main(argv: string[]): Promise<void> {
       options: {
         config: { type: 'string', short: 'c' },
         env: { type: 'boolean', default: false },
+        'require-env': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
         agent: { type: 'string' },
         actions: { type: 'string' },
@@ -48,9 +49,9 @@ async function main(argv: string[]): Promise<void> {
     case 'start':
       return start(values.config);
     case 'check':
-      return check(values.config);
+      return check(values.config, values['require-env'] ?? false);
     case 'ca':
-      return caCommand(sub, values.env ?? false, values.config);
+      return caCommand(sub, { env: values.env, config: values.config, admin: values.admin });
     case 'token':
       return tokenCommand(sub, rest, values);
     case 'audit':

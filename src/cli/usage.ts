@@ -3,10 +3,14 @@ export const USAGE = `firma — egress sidecar proxy for AI agents
 
 usage:
   firma start [--config PATH]        run the sidecar (config: --config, $FIRMA_CONFIG, ./firma.toml, built-in defaults)
-  firma check [--config PATH]        validate the configuration; print every error as file:line:col and exit 1
+  firma check [--require-env] [--config PATH]
+                                     validate the configuration, mapping rules and policies; print every
+                                     error as file:line:col and exit 1 (--require-env: a credential
+                                     variable unset in this shell is an error, not a warning)
   firma ca init [--config PATH]      create the local CA under ca_dir (never overwrites)
   firma ca export [--env] [--config PATH]
                                      print the CA certificate PEM, or the env lines that make clients trust it
+  firma ca export --admin URL        print the CA a running sidecar serves on its admin listener
   firma token issue --agent ID --actions a,b --scope HOST[/PATH] [--ttl 1h] [--config PATH]
                                      mint a capability token (PASETO v4.public) with the local signing key
   firma token revoke TOKEN_ID [--config PATH]

@@ -1,6 +1,6 @@
 /**
  * Checks across the keys of one firma.toml entry or list (firma-config.ts refines with them): keys
- * that belong to another mode, a secret variable that is not set, two entries that collide.
+ * that belong to another mode, two entries that collide.
  */
 import type { UpstreamHostKey } from './validators.js';
 
@@ -45,13 +45,14 @@ interface CredentialFields {
   secret_path?: unknown;
 }
 
-/** Mode-specific keys, and for "basic" the variable must be set now (a missing secret is a startup error). */
+/**
+ * Mode-specific keys. Whether a "basic" variable is set is not part of the file's validity: only the
+ * process that injects the value needs it (see `unsetCredentialVariables`, docs/configuration.md "[[credentials]]").
+ */
 export function checkCredential(c: CredentialFields): string | undefined {
   if (c.mode === 'basic') {
     if (c.secret_path !== undefined) return 'secret_path is for mode = "vault"';
     if (c.value_from_env === undefined) return 'mode = "basic" needs value_from_env';
-    const value = process.env[c.value_from_env];
-    if (value === undefined || value === '') return `environment variable ${c.value_from_env} is not set (value_from_env)`;
     return undefined;
   }
   if (c.value_from_env !== undefined) return 'value_from_env is for mode = "basic"';

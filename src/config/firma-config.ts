@@ -24,6 +24,13 @@ import {
 } from './validators.js';
 import { checkCredential, checkVaultAuth, duplicateCredential, duplicateOf, hostKey } from './entry-checks.js';
 
+/**
+ * The headers AI SDKs put their API key in (OpenAI and most: Authorization; Anthropic: x-api-key; Azure
+ * OpenAI: api-key; Google: x-goog-api-key). Where the sidecar injects a credential, the agent's
+ * placeholder in any of them is removed, so one request never carries two keys (docs/configuration.md "[[credentials]]").
+ */
+export const AGENT_AUTH_HEADERS: readonly string[] = ['authorization', 'x-api-key', 'api-key', 'x-goog-api-key'];
+
 const listenAddress = () => s.string().transform(parseListenAddress, { pattern: LISTEN_JSON_PATTERN });
 
 export const firmaConfigSchema = s
@@ -225,6 +232,10 @@ export const firmaConfigSchema = s
               .describe('Exact upstream host the credential is injected for, optionally with :port (without: 443, or 80 with allow_plaintext).'),
             mode: s.enum(['basic', 'vault']).describe('"basic": value from an environment variable; "vault": from HashiCorp Vault KV v2.'),
             header: s.string().refine(checkHeaderName).default('Authorization').describe('Header to set; replaces any header of that name the agent sent.'),
+            remove_headers: s
+              .array(s.string().refine(checkHeaderName))
+              .default([...AGENT_AUTH_HEADERS])
+              .describe('Headers removed from the agent\'s request where this credential is injected (an SDK\'s own placeholder key must not reach the upstream beside it); [] removes only `header`.'),
             prefix: s.string().default('').describe('Prepended to the value, e.g. "Bearer ".'),
             value_from_env: s.string().refine(checkEnvName).optional().describe('mode = "basic": environment variable holding the value (checked at startup).'),
             secret_path: s.string().transform(parseVaultSecretPath).optional().describe('mode = "vault": KV v2 "mount/data/path#field".'),

@@ -9,8 +9,10 @@ export {
   parseConfigText,
   parseTomlWithSchema,
   resolveConfigPath,
+  unsetCredentialVariables,
 } from './load.js';
 export type { ConfigIssue, ResolveConfigPathOptions } from './load.js';
+export { checkConfigFile, type ConfigCheck } from './check-all.js';
 export { firmaConfigSchema } from './firma-config.js';
 export type { FirmaConfig, FirmaConfigValues } from './firma-config.js';
 export type { ListenAddress } from './validators.js';

@@ -165,6 +165,31 @@ export function loadConfig(path: string | null, cwd: string): FirmaConfig {
   return parseConfigText(text, absolute, dirname(absolute));
 }
 
+/**
+ * The `[[credentials]]` entries whose `value_from_env` variable is unset or empty in `env`, each as an
+ * issue at that key. Only the process that injects credentials needs them (`firma start`; `firma check`
+ * warns): issuing tokens or reading the audit log must not require holding the secrets the sidecar
+ * injects (docs/configuration.md "[[credentials]]").
+ */
+export function unsetCredentialVariables(config: FirmaConfig, env: NodeJS.ProcessEnv): ConfigIssue[] {
+  const unset = config.credentials.flatMap((c, i) => {
+    const name = c.mode === 'basic' ? c.value_from_env : undefined;
+    return name !== undefined && (env[name] ?? '') === '' ? [{ i, name }] : [];
+  });
+  if (unset.length === 0) return [];
+  const file = config.source.path ?? '<defaults>';
+  let positions: TomlPositions | null = null;
+  try {
+    positions = config.source.path === null ? null : scanTomlPositions(readFileSync(config.source.path, 'utf8'));
+  } catch {
+    positions = null; // the file changed or went away since it was read: report without a position
+  }
+  return unset.map(({ i, name }): ConfigIssue => {
+    const at = positions?.nearest(['credentials', i, 'value_from_env']) ?? { line: 1, col: 1 };
+    return { file, ...at, key: `credentials[${i}].value_from_env`, message: `environment variable ${name} is not set` };
+  });
+}
+
 /** JSON Schema (draft 2020-12) of firma.toml, generated from the declaration. */
 export function firmaConfigJsonSchema(): JsonSchema {
   return {

@@ -74,7 +74,7 @@ export class Connector {
     // Read once: a reload meanwhile does not mix two sets of settings.
     const pre = await preflight(allowed, this.#egress, this.#opts.metrics);
     if (!pre.ok) {
-      sendReply(res, { ...pre.reply, requestId: allowed.envelope.requestId });
+      sendReply(res, { ...pre.reply, requestId: allowed.envelope.requestId, errorCode: pre.errorCode });
       return refusedOutcome(pre);
     }
     return forwardExchange(this.#agent, allowed, pre, req, res, buffered);
@@ -85,7 +85,7 @@ export class Connector {
     this.#check(allowed);
     const pre = await preflight(allowed, this.#egress, this.#opts.metrics);
     if (!pre.ok) {
-      sendReplyRaw(client, { ...pre.reply, requestId: allowed.envelope.requestId });
+      sendReplyRaw(client, { ...pre.reply, requestId: allowed.envelope.requestId, errorCode: pre.errorCode });
       return refusedOutcome(pre);
     }
     return upgradeExchange(this.#agent, allowed, pre, req, client, head);

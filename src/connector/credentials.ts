@@ -31,6 +31,8 @@ export interface CredentialMatch {
 export interface ResolvedCredential {
   readonly header: string;
   readonly value: string;
+  /** Lower-case names removed from the agent's request: `remove_headers` and `header` (built once per entry). */
+  readonly removes: ReadonlySet<string>;
 }
 
 export const CREDENTIAL_UNAVAILABLE = 'FIRMA_CREDENTIAL_UNAVAILABLE';
@@ -58,6 +60,7 @@ export class CredentialInjector {
   readonly #byHost = new Map<string, CredentialEntry[]>();
   /** `basic` values, read once at construction (see the constructor comment). */
   readonly #basic = new Map<CredentialEntry, string>();
+  readonly #removes = new Map<CredentialEntry, ReadonlySet<string>>();
   readonly #vault: VaultClient | null;
 
   /**
@@ -72,6 +75,7 @@ export class CredentialInjector {
       const list = this.#byHost.get(entry.host.host);
       if (list === undefined) this.#byHost.set(entry.host.host, [entry]);
       else list.push(entry);
+      this.#removes.set(entry, new Set([...entry.remove_headers, entry.header].map((h) => h.toLowerCase())));
       if (entry.mode === 'basic') {
         const name = entry.value_from_env;
         if (name === undefined) throw new CredentialError(entry, 'mode = "basic" needs value_from_env');
@@ -127,7 +131,7 @@ export class CredentialInjector {
     if (entry.mode === 'basic') {
       const value = this.#basic.get(entry);
       if (value === undefined) throw new CredentialError(entry, 'not a configured credential entry');
-      return { header: entry.header, value: entry.prefix + value };
+      return { header: entry.header, value: entry.prefix + value, removes: this.#removesOf(entry) };
     }
     const ref = entry.secret_path;
     if (ref === undefined || this.#vault === null) throw new CredentialError(entry, 'no Vault secret_path or client');
@@ -142,7 +146,11 @@ export class CredentialInjector {
     const value = entry.prefix + secret;
     const bad = headerValueProblem(value);
     if (bad !== null) throw new CredentialError(entry, `the Vault field ${bad}`, 'FIRMA_VAULT_FIELD_INVALID');
-    return { header: entry.header, value };
+    return { header: entry.header, value, removes: this.#removesOf(entry) };
+  }
+
+  #removesOf(entry: CredentialEntry): ReadonlySet<string> {
+    return this.#removes.get(entry) ?? new Set([entry.header.toLowerCase()]);
   }
 }
 

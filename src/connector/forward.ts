@@ -111,7 +111,7 @@ class ForwardRelay extends Relay {
   protected failWith(failure: DispatchFailure): void {
     const res = this.#res;
     if (this.upstreamStatus === null && !res.headersSent) {
-      sendReply(res, { ...failure.reply, requestId: this.#allowed.envelope.requestId });
+      sendReply(res, { ...failure.reply, requestId: this.#allowed.envelope.requestId, errorCode: failure.code });
       this.#finish({ status: failure.reply.status, upstreamStatus: null, error: failure.kind, errorCode: failure.code, clientAborted: false });
     } else {
       // Headers already went out: the only honest signal left is to cut the stream.

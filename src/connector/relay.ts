@@ -79,17 +79,25 @@ function deadlinePassed(relay: Relay): void {
   relay.expire();
 }
 
-/** Headers for upstream: the agent's minus hop-by-hop, each credential replacing any same-named header. */
+/**
+ * Headers for upstream: the agent's minus hop-by-hop; where credentials are injected, minus each one's
+ * `removes` (its own header and the agent's placeholder keys), then the credentials.
+ */
 export function upstreamHeaders(req: IncomingMessage, credentials: readonly ResolvedCredential[] | null, keepUpgrade: boolean): string[] {
   const headers = upstreamRequestHeaders(req.rawHeaders, req.headers.connection, keepUpgrade);
   if (credentials === null) return headers;
-  const replaced = new Set(credentials.map((c) => c.header.toLowerCase()));
   const out: string[] = [];
   for (let i = 0; i + 1 < headers.length; i += 2) {
-    if (!replaced.has((headers[i] as string).toLowerCase())) out.push(headers[i] as string, headers[i + 1] as string);
+    const lower = (headers[i] as string).toLowerCase();
+    if (!removedBy(credentials, lower)) out.push(headers[i] as string, headers[i + 1] as string);
   }
   for (const c of credentials) out.push(c.header, c.value);
   return out;
+}
+
+function removedBy(credentials: readonly ResolvedCredential[], lowerName: string): boolean {
+  for (const c of credentials) if (c.removes.has(lowerName)) return true;
+  return false;
 }
 
 export function originOf(allowed: Allowed): string {

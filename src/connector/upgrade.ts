@@ -58,7 +58,7 @@ class UpgradeRelay extends Relay {
   }
 
   protected failWith(failure: DispatchFailure): void {
-    if (this.upstreamStatus === null) sendReplyRaw(this.#client, { ...failure.reply, requestId: this.#allowed.envelope.requestId });
+    if (this.upstreamStatus === null) sendReplyRaw(this.#client, { ...failure.reply, requestId: this.#allowed.envelope.requestId, errorCode: failure.code });
     else this.#client.destroy();
     this.#finish({ status: failure.reply.status, upstreamStatus: this.upstreamStatus, error: failure.kind, errorCode: failure.code, clientAborted: false });
   }

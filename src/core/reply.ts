@@ -17,17 +17,56 @@ export interface SidecarReply {
   readonly requestId: string;
   readonly policyIds?: readonly string[];
   readonly headers?: Readonly<Record<string, string>>;
+  /** An allowed request that failed before or in dispatch: the typed FIRMA_* (or upstream) error code. */
+  readonly errorCode?: string;
+}
+
+/**
+ * `error.type` in the vocabulary the OpenAI and Anthropic APIs use, so their SDKs classify the answer
+ * (docs/listeners.md "Responses the sidecar makes itself").
+ */
+function errorType(status: number): string {
+  switch (status) {
+    case 400:
+      return 'invalid_request_error';
+    case 401:
+    case 407:
+      return 'authentication_error';
+    case 403:
+      return 'permission_error';
+    case 404:
+      return 'not_found_error';
+    case 408:
+    case 504:
+      return 'timeout_error';
+    case 413:
+      return 'request_too_large';
+    case 429:
+      return 'rate_limit_error';
+    default:
+      return status === 503 ? 'overloaded_error' : 'api_error';
+  }
 }
 
 function body(reply: SidecarReply): string {
+  // An allow that the sidecar answers itself failed after the decision: say so beside "allow".
+  const failed = reply.decision === 'allow';
   return (
     JSON.stringify({
       decision: reply.decision,
+      ...(failed ? { outcome: 'error' } : {}),
+      ...(failed && reply.errorCode !== undefined ? { error_code: reply.errorCode } : {}),
       stage: reply.stage,
       reason: reply.reason,
       message: reply.message,
       request_id: reply.requestId,
       ...(reply.policyIds !== undefined ? { policy_ids: reply.policyIds } : {}),
+      // The shape the OpenAI and Anthropic SDKs read (`e.error`), so the agent and its model see why.
+      error: {
+        message: `firma sidecar ${failed ? 'could not complete' : 'refused'} this request (${reply.stage}: ${reply.reason}): ${reply.message}`,
+        type: errorType(reply.status),
+        code: reply.reason,
+      },
     }) + '\n'
   );
 }

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { chromium, type Browser } from 'playwright-core';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useUpstream } from '../helpers/upstream.js';
 import { startTestSidecar } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
 
@@ -18,10 +18,9 @@ risk = "high"
 body_fields = ["amount", "currency"]
 `;
 
-let up: Upstream;
+const up = useUpstream(t);
 let browser: Browser;
 t.before(async () => {
-  up = await startUpstream();
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
@@ -29,7 +28,6 @@ t.before(async () => {
 });
 t.teardown(async () => {
   await browser.close();
-  await up.close();
 });
 
 t.test('the approvals page shows the held request live, and clicking Approve lets the held curl finish with 200', async (t) => {

@@ -1,13 +1,13 @@
 import t from 'tap';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startTestSidecar, CLI, type TestSidecar } from '../helpers/sidecar.js';
-import { curl, type CurlResult } from '../helpers/clients.js';
+import { useUpstream } from '../helpers/upstream.js';
+import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
+import { curl, type CurlResult, runFirma, type CliRun } from '../helpers/clients.js';
 import { ApprovalQueue } from '../../src/enforce/approval/queue.js';
 import type { Held } from '../../src/core/decision.js';
 import { issueToken, revokeToken } from '../../src/enforce/capability/tokens.js';
@@ -19,16 +19,8 @@ const ALICE_TOKEN = 'alice-secret-0b8d1e44';
 process.env[TOKEN_ENV] = TOKEN;
 process.env[ALICE_ENV] = ALICE_TOKEN;
 
-let up: Upstream;
-let tlsUp: Upstream;
-t.before(async () => {
-  up = await startUpstream();
-  tlsUp = await startUpstream({ tls: true });
-});
-t.teardown(async () => {
-  await up.close();
-  await tlsUp.close();
-});
+const up = useUpstream(t);
+const tlsUp = useUpstream(t, { tls: true });
 
 /** GET /echo is low risk (allowed); POST /echo is a high-risk refund (needs approval by the default policies). */
 const RULES = `
@@ -105,13 +97,7 @@ function refund(sc: TestSidecar, amount: number, extra: string[] = []): Promise<
   return curl(['--proxy', sc.proxyUrl, '-X', 'POST', '-H', 'content-type: application/json', '--data', JSON.stringify({ amount }), ...extra, `${up.origin}/echo`]);
 }
 
-function firma(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
-    });
-  });
-}
+const firma = (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<CliRun> => runFirma(args, cwd, { ...process.env, ...env });
 
 t.test('held request completes after approval via the API; events link the approval', async (t) => {
   const sc = await start();

@@ -1,24 +1,16 @@
 import t from 'tap';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync, symlinkSync, unlinkSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useUpstream } from '../helpers/upstream.js';
 import { startTestSidecar, CLI, type TestSidecar } from '../helpers/sidecar.js';
-import { curl } from '../helpers/clients.js';
+import { curl, runFirma, type CliRun } from '../helpers/clients.js';
 import { issueToken } from '../../src/enforce/capability/tokens.js';
 
-let up: Upstream;
-let tlsUp: Upstream;
-t.before(async () => {
-  up = await startUpstream();
-  tlsUp = await startUpstream({ tls: true });
-});
-t.teardown(async () => {
-  await up.close();
-  await tlsUp.close();
-});
+const up = useUpstream(t);
+const tlsUp = useUpstream(t, { tls: true });
 
 const RULES = `
 [[rules]]
@@ -57,11 +49,7 @@ function events(sc: TestSidecar): Ev[] {
   return readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Ev);
 }
 
-function firma(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8' }, (err, stdout, stderr) =>
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr })));
-}
+const firma = (args: string[], cwd: string): Promise<CliRun> => runFirma(args, cwd);
 
 t.test('mixed traffic: one decision event per request, one outcome per dispatch, verify passes; tampering is named', async (t) => {
   const secret = `sk-audit-${randomBytes(12).toString('hex')}`;
@@ -269,7 +257,7 @@ t.test('stdout sink and `firma audit tail -f`: events show up as requests happen
   const ok = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo?tail=1`]);
   t.equal(ok.status, 200);
   for (let i = 0; i < 200 && !out().includes('/echo?tail='); i++) await new Promise((res) => setTimeout(res, 50));
-  t.match(out(), /allow {2}local-agent {2}GET 127\.0\.0\.1:\d+\/echo\?tail=REDACTED {2}demo\.call\/low {2}\S+ {2}→ 200 {2}in=0B out=\d+B {2}[\d.]+ms {2}req=/, 'decision and outcome on one line');
+  t.match(out(), /allow {2}local-agent {2}GET 127\.0\.0\.1:\d+\/echo\?tail=REDACTED {2}demo\.call\/low {2}\S+(?: \(\S+\))? {2}→ 200 {2}in=0B out=\d+B {2}[\d.]+ms {2}req=/, 'decision and outcome on one line');
   t.notMatch(out(), /outcome {2}local-agent {2}200/, 'no separate outcome line for it');
 });
 

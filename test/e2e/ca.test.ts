@@ -3,37 +3,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { hasOpenssl } from '../helpers/pki.js';
 import { buildCaCertificate, caEnvLines, initCa, loadCa } from '../../src/intercept/tls/ca.js';
 import { derToPem } from '../../src/intercept/tls/der.js';
-import { FirmaError } from '../../src/core/errors.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
-
-function hasOpenssl(): boolean {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function modeOf(p: string): number {
-  return fs.statSync(p).mode & 0o777;
-}
-
-function expectCode(t: Test, fn: () => unknown, code: string, msgIncludes: string[] = []): string {
-  try {
-    fn();
-  } catch (err) {
-    t.type(err, FirmaError);
-    t.equal((err as FirmaError).code, code, `code ${code}`);
-    for (const s of msgIncludes) t.match((err as Error).message, s);
-    return (err as Error).message;
-  }
-  t.fail(`expected ${code}`);
-  return '';
-}
+import { modeOf, expectCode, type Test } from '../helpers/expect.js';
 
 function freshDir(t: Test): string {
   return path.join(t.testdir(), 'certs');

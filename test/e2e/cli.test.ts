@@ -1,43 +1,17 @@
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
-import { CLI, REPO, configDir, spawnSidecar } from '../helpers/sidecar.js';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { curl } from '../helpers/clients.js';
+import { REPO, configDir, loopbackSidecar, spawnSidecar } from '../helpers/sidecar.js';
+import { startUpstream, useUpstream } from '../helpers/upstream.js';
+import { curl, runFirma, type CliRun } from '../helpers/clients.js';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+const firma = (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<CliRun> => runFirma(args, cwd, env);
 
-function firma(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd, env: { PATH: process.env['PATH'], ...env }, encoding: 'utf8', timeout: 20_000 },
-      (err, stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }));
-  });
-}
+const QUIET = loopbackSidecar('drain_timeout_ms = 5000');
 
-const QUIET = `
-[sidecar]
-log_level = "info"
-drain_timeout_ms = 5000
-[sidecar.interceptor]
-listen = "127.0.0.1:0"
-[sidecar.admin]
-listen = "127.0.0.1:0"
-[sidecar.connector]
-allow_private = ["127.0.0.1/32"]
-`;
-
-let up: Upstream;
-t.before(async () => {
-  up = await startUpstream();
-});
-t.teardown(() => up.close());
+const up = useUpstream(t);
 
 t.test('firma check: every error as file:line:col, exit 1', async (t) => {
   const dir = configDir(`# a comment

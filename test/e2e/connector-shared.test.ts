@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { ProxyAgent, request } from 'undici';
-import { spawnSidecar, configDir, writeDecisionFiles, type SidecarProcess } from '../helpers/sidecar.js';
+import { spawnSidecar, configDir, loopbackSidecar, writeDecisionFiles, type SidecarProcess } from '../helpers/sidecar.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { startFakeVault, type FakeVault } from '../helpers/vault-server.js';
 import { freePort, RedisServer } from '../helpers/redis.js';
@@ -26,16 +26,7 @@ t.test('two sidecar processes and one real redis-server jointly hold a host’s 
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => upstream.close(() => r())));
   const port = (upstream.address() as AddressInfo).port;
-  const toml = `
-[sidecar]
-log_level = "info"
-[sidecar.interceptor]
-listen = "127.0.0.1:0"
-[sidecar.admin]
-listen = "127.0.0.1:0"
-[sidecar.connector]
-allow_private = ["127.0.0.1/32"]
-[[sidecar.connector.hosts]]
+  const toml = `${loopbackSidecar()}[[sidecar.connector.hosts]]
 host = "127.0.0.1:${port}"
 rps = 10
 burst = 2
@@ -117,16 +108,7 @@ t.test('Vault credentials through the sidecar: AppRole login, injection, rotatio
   writeFileSync(join(dir, 'role_id'), roleId);
   writeFileSync(join(dir, 'secret_id'), secretId, { mode: 0o600 });
   const decisionTables = writeDecisionFiles(dir);
-  writeFileSync(join(dir, 'firma.toml'), decisionTables + `
-[sidecar]
-log_level = "info"
-[sidecar.interceptor]
-listen = "127.0.0.1:0"
-[sidecar.admin]
-listen = "127.0.0.1:0"
-[sidecar.connector]
-allow_private = ["127.0.0.1/32"]
-
+  writeFileSync(join(dir, 'firma.toml'), decisionTables + `${loopbackSidecar()}
 [[credentials]]
 host = "127.0.0.1:${up.port}"
 mode = "vault"

@@ -5,21 +5,12 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { startUpstream, useUpstream } from '../helpers/upstream.js';
 import { startTestSidecar } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
 
-let up: Upstream;
-let tlsUp: Upstream;
-
-t.before(async () => {
-  up = await startUpstream();
-  tlsUp = await startUpstream({ tls: true });
-});
-t.teardown(async () => {
-  await up.close();
-  await tlsUp.close();
-});
+const up = useUpstream(t);
+const tlsUp = useUpstream(t, { tls: true });
 
 /** Every file under a folder, recursively (to prove a secret was never written anywhere). */
 function filesUnder(dir: string): string[] {
@@ -302,7 +293,7 @@ host = "api.example.com"
 mode = "basic"
 value_from_env = "FIRMA_TEST_DEFINITELY_UNSET"
 `),
-    /credentials\[0\]: environment variable FIRMA_TEST_DEFINITELY_UNSET is not set/,
+    /the credential for api\.example\.com \(env FIRMA_TEST_DEFINITELY_UNSET\) is .*not set/,
   );
 });
 

@@ -5,18 +5,10 @@ import path from 'node:path';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { execFileSync } from 'node:child_process';
+import { hasOpenssl } from '../helpers/pki.js';
 import { initCa, type CertificateAuthority } from '../../src/intercept/tls/ca.js';
 import { LeafCertificates } from '../../src/intercept/tls/leaf-certs.js';
 import { parseHost, type ParsedHost } from '../../src/core/host.js';
-
-function hasOpenssl(): boolean {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function host(s: string): ParsedHost {
   const h = parseHost(s);

@@ -1,23 +1,17 @@
 import t from 'tap';
 import net from 'node:net';
 import http from 'node:http';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useUpstream } from '../helpers/upstream.js';
 import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
 import { parseExposition, valueOf, ExpositionError, type Family } from '../helpers/prom-text.js';
 import { Metrics, MAX_DECISION_SERIES, OTHER_REASON } from '../../src/admin/metrics.js';
 import type { Target } from '../../src/core/envelope.js';
 
-let up: Upstream;
-let tlsUp: Upstream;
-let limited: Upstream;
-let waited: Upstream;
-t.before(async () => {
-  [up, tlsUp, limited, waited] = await Promise.all([startUpstream(), startUpstream({ tls: true }), startUpstream(), startUpstream()]);
-});
-t.teardown(async () => {
-  await Promise.all([up.close(), tlsUp.close(), limited.close(), waited.close()]);
-});
+const up = useUpstream(t);
+const tlsUp = useUpstream(t, { tls: true });
+const limited = useUpstream(t);
+const waited = useUpstream(t);
 
 const RULES = `
 [[rules]]

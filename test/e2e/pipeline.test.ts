@@ -4,21 +4,13 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useUpstream } from '../helpers/upstream.js';
 import { startTestSidecar, CLI, DEFAULT_POLICY_TEXT, type TestSidecar } from '../helpers/sidecar.js';
 import { curl, python } from '../helpers/clients.js';
 import { issueToken, revokeToken } from '../../src/enforce/capability/tokens.js';
 
-let up: Upstream;
-let tlsUp: Upstream;
-t.before(async () => {
-  up = await startUpstream();
-  tlsUp = await startUpstream({ tls: true });
-});
-t.teardown(async () => {
-  await up.close();
-  await tlsUp.close();
-});
+const up = useUpstream(t);
+const tlsUp = useUpstream(t, { tls: true });
 
 const RULES = `
 [[rules]]

@@ -4,22 +4,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
+import { useUpstream } from '../helpers/upstream.js';
+import { useTestSidecar } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
 import { openConnect, exchange } from '../helpers/tunnel.js';
 
-let up: Upstream;
-let sc: TestSidecar;
-
-t.before(async () => {
-  up = await startUpstream();
-  sc = await startTestSidecar();
-});
-t.teardown(async () => {
-  await sc.stop();
-  await up.close();
-});
+const up = useUpstream(t);
+const sc = useTestSidecar(t);
 
 /** Send raw bytes to the proxy port and collect everything until it closes. */
 function raw(port: number, data: string | Buffer): Promise<string> {

@@ -4,24 +4,15 @@ import { X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
 import { dirname } from 'node:path';
 import { ProxyAgent, request } from 'undici';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
+import { useUpstream } from '../helpers/upstream.js';
+import { useTestSidecar } from '../helpers/sidecar.js';
 import { curl, python } from '../helpers/clients.js';
 import { openConnect, tlsThroughProxy, exchange } from '../helpers/tunnel.js';
 import { upstreamPki } from '../helpers/pki.js';
 
-let up: Upstream;
-let sc: TestSidecar;
-
-t.before(async () => {
-  up = await startUpstream({ tls: true });
-  // localhost is tunnelled blind; 127.0.0.1 is intercepted.
-  sc = await startTestSidecar('', { mitm: 'bypass_hosts = ["localhost"]' });
-});
-t.teardown(async () => {
-  await sc.stop();
-  await up.close();
-});
+const up = useUpstream(t, { tls: true });
+// localhost is tunnelled blind; 127.0.0.1 is intercepted.
+const sc = useTestSidecar(t, '', { mitm: 'bypass_hosts = ["localhost"]' });
 
 function bodyOf(response: string): Record<string, unknown> {
   return JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useUpstream } from '../helpers/upstream.js';
 import { REPO, spawnSidecar, startTestSidecar, writeDecisionFiles } from '../helpers/sidecar.js';
 import { defaultConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/core/log.js';
@@ -13,7 +13,7 @@ import { changedKeys } from '../../src/reload/reloader.js';
 import { issueToken, revokeToken } from '../../src/enforce/capability/tokens.js';
 import { Writable } from 'node:stream';
 
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import type { Test } from '../helpers/expect.js';
 
 // ------------------------------------------------------------------------------------------ fixtures
 
@@ -37,17 +37,15 @@ forbid (principal, action, resource) when { context.path == "/drip" };
 
 /** 200 on every path: an allowed request is a 200, a denied one the sidecar's 403. */
 let ok: { server: http.Server; hostPort: string };
-let up: Upstream;
+const up = useUpstream(t);
 t.before(async () => {
   const server = http.createServer((_req, res) => res.end('ok\n'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   ok = { server, hostPort: `127.0.0.1:${(server.address() as AddressInfo).port}` };
-  up = await startUpstream();
 });
 t.teardown(async () => {
   ok.server.closeAllConnections();
   await new Promise<void>((r) => ok.server.close(() => r()));
-  await up.close();
 });
 
 // ------------------------------------------------------------------------------------------ helpers

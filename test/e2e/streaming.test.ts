@@ -2,8 +2,8 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { spawnSidecar, configDir, type SidecarProcess } from '../helpers/sidecar.js';
+import { useUpstream } from '../helpers/upstream.js';
+import { spawnSidecar, configDir, loopbackSidecar, type SidecarProcess } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
 import { tlsThroughProxy } from '../helpers/tunnel.js';
 
@@ -14,31 +14,20 @@ function memory(pid: number): { rss: number; hwm: number } {
   return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
 }
 
-let up: Upstream;
+const up = useUpstream(t, { tls: true });
 let sc: SidecarProcess;
 let dir: string;
 let proxyUrl: string;
 let caPem: string;
 
 t.before(async () => {
-  up = await startUpstream({ tls: true });
-  dir = configDir(`
-[sidecar]
-log_level = "info"
-[sidecar.interceptor]
-listen = "127.0.0.1:0"
-[sidecar.admin]
-listen = "127.0.0.1:0"
-[sidecar.connector]
-allow_private = ["127.0.0.1/32"]
-`);
+  dir = configDir(loopbackSidecar());
   sc = await spawnSidecar(['start'], { cwd: dir });
   proxyUrl = `http://127.0.0.1:${sc.proxyPort}`;
   caPem = readFileSync(join(dir, 'certs', 'ca.crt'), 'utf8');
 });
 t.teardown(async () => {
   sc.proc.kill('SIGKILL');
-  await up.close();
 });
 
 t.test('SSE streams through HTTPS MITM event by event (first event long before the last)', async (t) => {

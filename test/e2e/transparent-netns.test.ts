@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { CLI, spawnSidecar, writeDecisionFiles, type SidecarProcess } from '../helpers/sidecar.js';
 import { upstreamPki } from '../helpers/pki.js';
+import { UPSTREAM_NAME, callAndAdminRules } from '../helpers/rules.js';
 
 /**
  * Transparent mode for real, in Linux network namespaces, laid out like a Kubernetes pod:
@@ -29,21 +30,10 @@ const SIDECAR_UID = 1337;
 const AGENT_UID = 65534;
 const POD_IP = '10.77.0.1';
 const UP_IP = '10.77.0.2';
-const NAME = 'upstream.test'; // in the test upstream certificate's SANs
+const NAME = UPSTREAM_NAME;
 const TRANSPARENT_PORT = 15001;
 
-const RULES = `
-[[rules]]
-host = "${NAME}"
-action_class = "demo.call"
-risk = "low"
-
-[[rules]]
-host = "${NAME}"
-path = "/admin/**"
-action_class = "demo.admin"
-risk = "critical"
-`;
+const RULES = callAndAdminRules(NAME);
 
 const UPSTREAM_SCRIPT = `
 import http from 'node:http';

@@ -4,12 +4,13 @@ import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
+import { useUpstream } from '../helpers/upstream.js';
+import { useTestSidecar } from '../helpers/sidecar.js';
 import { curl } from '../helpers/clients.js';
 import { exchange } from '../helpers/tunnel.js';
 import type { LookupFunction } from '../../src/connector/ssrf/resolve.js';
 import { findOriginalDestination, canonicalIp } from '../../src/intercept/transparent/original-dst.js';
+import { UPSTREAM_NAME, callAndAdminRules } from '../helpers/rules.js';
 
 /**
  * The transparent listener on loopback, without any redirect: clients connect to it directly, as an
@@ -18,19 +19,8 @@ import { findOriginalDestination, canonicalIp } from '../../src/intercept/transp
  * The real redirect is proven in transparent-netns.test.ts.
  */
 
-const NAME = 'upstream.test'; // in the test upstream certificate's SANs
-const RULES = `
-[[rules]]
-host = "${NAME}"
-action_class = "demo.call"
-risk = "low"
-
-[[rules]]
-host = "${NAME}"
-path = "/admin/**"
-action_class = "demo.admin"
-risk = "critical"
-
+const NAME = UPSTREAM_NAME;
+const RULES = `${callAndAdminRules(NAME)}
 [[rules]]
 host = "bypassed.test"
 action_class = "demo.bypassed"
@@ -43,27 +33,16 @@ const lookup: LookupFunction = (hostname, _opts, cb) => {
   else cb(Object.assign(new Error(`ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }), []);
 };
 
-let httpsUp: Upstream;
-let httpUp: Upstream;
-let sc: TestSidecar;
 /** The port the fake kernel reports for the next connections (null: unknown). */
 let originalPort: number | null = null;
-
-t.before(async () => {
-  httpsUp = await startUpstream({ tls: true });
-  httpUp = await startUpstream();
-  sc = await startTestSidecar('', {
-    rules: RULES,
-    transparent: true,
-    lookup,
-    mitm: 'bypass_hosts = ["bypassed.test"]',
-    originalDestination: async () => (originalPort === null ? null : { address: '127.0.0.1', port: originalPort }),
-  });
-});
-t.teardown(async () => {
-  await sc.stop();
-  await httpsUp.close();
-  await httpUp.close();
+const httpsUp = useUpstream(t, { tls: true });
+const httpUp = useUpstream(t);
+const sc = useTestSidecar(t, '', {
+  rules: RULES,
+  transparent: true,
+  lookup,
+  mitm: 'bypass_hosts = ["bypassed.test"]',
+  originalDestination: async () => (originalPort === null ? null : { address: '127.0.0.1', port: originalPort }),
 });
 
 interface Ev {

@@ -1,20 +1,11 @@
 import t from 'tap';
 import { ProxyAgent, WebSocket } from 'undici';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
+import { useUpstream } from '../helpers/upstream.js';
+import { useTestSidecar } from '../helpers/sidecar.js';
 import { tlsThroughProxy, exchange } from '../helpers/tunnel.js';
 
-let up: Upstream;
-let sc: TestSidecar;
-
-t.before(async () => {
-  up = await startUpstream({ tls: true });
-  sc = await startTestSidecar();
-});
-t.teardown(async () => {
-  await sc.stop();
-  await up.close();
-});
+const up = useUpstream(t, { tls: true });
+const sc = useTestSidecar(t);
 
 /** Open a WebSocket through the proxy with undici's client and exchange messages. */
 async function echoThrough(url: string, messages: string[]): Promise<string[]> {

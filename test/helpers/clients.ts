@@ -1,4 +1,8 @@
 import { execFile } from 'node:child_process';
+import { join, resolve } from 'node:path';
+
+/** The built CLI (helpers/sidecar.ts has the same as CLI; clients stay free of the sidecar's imports). */
+const FIRMA_CLI = join(resolve(import.meta.dirname, '..', '..'), 'dist', 'cli', 'firma.js');
 
 export interface CurlResult {
   readonly exitCode: number;
@@ -59,5 +63,22 @@ export function python(script: string, env: NodeJS.ProcessEnv): Promise<PythonRe
       (err, stdout, stderr) => {
         resolve({ exitCode: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
       });
+  });
+}
+
+export interface CliRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * The built CLI (`node dist/cli/firma.js …`) as a person runs it, from `cwd`. `env` replaces the
+ * environment (PATH is kept), so a test states every variable the command may see.
+ */
+export function runFirma(args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): Promise<CliRun> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FIRMA_CLI, ...args], { cwd, env: { PATH: process.env['PATH'], ...env }, encoding: 'utf8', timeout: 20_000 },
+      (err, stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }));
   });
 }

@@ -11,6 +11,16 @@ export interface UpstreamPki {
   readonly keyPem: string;
 }
 
+/** Whether the openssl CLI is here (tests that cross-check our certificates with it skip without it). */
+export function hasOpenssl(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 let cached: UpstreamPki | null = null;
 
 export function upstreamPki(): UpstreamPki {

@@ -10,6 +10,7 @@ import { Sidecar } from '../../src/sidecar.js';
 import type { LookupFunction } from '../../src/connector/ssrf/resolve.js';
 import type { OriginalDestinationLookup } from '../../src/intercept/transparent/original-dst.js';
 import { upstreamPki } from './pki.js';
+import { fixture, type FixtureHooks } from './fixture.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 export const CLI = join(REPO, 'dist', 'cli', 'firma.js');
@@ -146,6 +147,30 @@ ${extraToml}
       await sidecar.stop();
     },
   };
+}
+
+/** The in-process sidecar a whole test file shares: started before its first subtest, stopped after its last. */
+export function useTestSidecar(t: FixtureHooks, extraToml = '', sections: TestSidecarOptions = {}): TestSidecar {
+  return fixture(t, () => startTestSidecar(extraToml, sections), (sc) => sc.stop());
+}
+
+/**
+ * The [sidecar] tables of a process under test: info logs, ephemeral loopback listeners, loopback
+ * upstreams allowed past the SSRF guard; `sidecarLines` go into [sidecar]. `configDir` adds the
+ * decision files.
+ */
+export function loopbackSidecar(sidecarLines = ''): string {
+  return `
+[sidecar]
+log_level = "info"
+${sidecarLines}
+[sidecar.interceptor]
+listen = "127.0.0.1:0"
+[sidecar.admin]
+listen = "127.0.0.1:0"
+[sidecar.connector]
+allow_private = ["127.0.0.1/32"]
+`;
 }
 
 export interface SidecarProcess {

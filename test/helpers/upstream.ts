@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { upstreamPki } from './pki.js';
+import { fixture, type FixtureHooks } from './fixture.js';
 
 /**
  * Real upstream servers on 127.0.0.1 for end-to-end tests (HTTP or HTTPS with the test CA):
@@ -153,6 +154,11 @@ export async function startUpstream(opts: { tls?: boolean } = {}): Promise<Upstr
         server.close(() => resolve());
       }),
   };
+}
+
+/** The one upstream of its kind in a test file: started before the first subtest, closed after the last. */
+export function useUpstream(t: FixtureHooks, opts: { tls?: boolean } = {}): Upstream {
+  return fixture(t, () => startUpstream(opts), (u) => u.close());
 }
 
 /** RFC 6455 handshake plus an echo of text frames (unmasked on the way back, as servers must). */

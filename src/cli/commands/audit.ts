@@ -1,8 +1,11 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createPublicKey } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { loadConfig, type FirmaConfig } from '../../config/index.js';
+import { auditFileSet } from '../../audit/files.js';
 import type { AuditEvent } from '../../audit/events.js';
 import { readAuditLog } from '../../audit/follow.js';
-import { AUDIT_PUBLIC_KEY_FILE } from '../../audit/keys.js';
+import { AUDIT_PUBLIC_KEY_FILE, keyFingerprint } from '../../audit/keys.js';
 import { RequestTail } from '../../audit/tail.js';
 import { verifyAuditFiles } from '../../audit/verify.js';
 import { readConfig } from '../read-config.js';
@@ -17,11 +20,35 @@ export interface AuditFlags {
   readonly host?: string | undefined;
 }
 
+/**
+ * The key folder of the log being verified. A log named on the command line, with no --config, is
+ * verified with the key of the firma.toml it belongs to (the nearest one up from the log whose
+ * `audit.path` is that log), not with whatever `keys/` the current folder has (docs/audit.md "Verifying").
+ */
+function keyDirFor(paths: readonly string[], config: FirmaConfig, explicitConfig: boolean): string {
+  const log = paths[0];
+  if (explicitConfig || log === undefined) return config.audit.key_dir;
+  const target = resolve(log);
+  for (let dir = dirname(target), depth = 0; depth < 4; dir = dirname(dir), depth++) {
+    const candidate = join(dir, 'firma.toml');
+    if (!existsSync(candidate)) continue;
+    try {
+      const owner = loadConfig(candidate, dir);
+      const own = resolve(owner.audit.path);
+      if (target === own || target === dirname(own) || auditFileSet(own).includes(target)) return owner.audit.key_dir;
+    } catch {
+      // an unreadable or invalid config beside the log says nothing about its key
+    }
+    if (dir === dirname(dir)) break;
+  }
+  return config.audit.key_dir;
+}
+
 /** `firma audit verify | key | tail [-f]`. */
 export async function auditCommand(sub: string | undefined, rest: readonly string[], values: AuditFlags): Promise<void> {
   const config = readConfig(values.config);
-  const publicKeyFile = values['public-key'] ?? join(config.audit.key_dir, AUDIT_PUBLIC_KEY_FILE);
   if (sub === 'key') {
+    const publicKeyFile = values['public-key'] ?? join(config.audit.key_dir, AUDIT_PUBLIC_KEY_FILE);
     try {
       process.stdout.write(readFileSync(publicKeyFile, 'utf8'));
     } catch {
@@ -30,18 +57,21 @@ export async function auditCommand(sub: string | undefined, rest: readonly strin
     return;
   }
   if (sub === 'verify') {
+    const paths = rest.length > 0 ? [...rest] : [config.audit.path];
+    const publicKeyFile = values['public-key'] ?? join(keyDirFor(paths, config, values.config !== undefined), AUDIT_PUBLIC_KEY_FILE);
     let pem: string;
     try {
       pem = readFileSync(publicKeyFile, 'utf8');
     } catch {
       fail(`firma audit verify: cannot read the audit public key ${publicKeyFile} (use --public-key FILE)`);
     }
-    const paths = rest.length > 0 ? [...rest] : [config.audit.path];
     const result = verifyAuditFiles(paths, pem);
-    if (!result.ok) fail(`${result.file}:${result.line}: ${result.problem}`);
+    const key = `key ${publicKeyFile} (fingerprint ${keyFingerprint(createPublicKey(pem))})`;
+    if (!result.ok) fail(`${result.file}:${result.line}: ${result.problem}\n(checked with ${key})`);
     process.stdout.write(
       `ok: ${result.events} events, seq 1..${result.lastSeq}, chain and every signature valid\n` +
         `head hash ${result.headHash}\n` +
+        `verified with ${key}\n` +
         'note: events cut from the end of the log leave no trace in the log itself; compare the head hash with a copy kept elsewhere.\n',
     );
     return;

@@ -1,3 +1,4 @@
+import { formatConfigIssue, unsetCredentialVariables } from '../../config/index.js';
 import { createLogger } from '../../core/log.js';
 import { errorCode } from '../../core/errors.js';
 import { Sidecar } from '../../sidecar.js';
@@ -7,6 +8,9 @@ import { fail } from '../usage.js';
 /** `firma start`: run the sidecar until SIGTERM or SIGINT; SIGHUP reloads. */
 export async function start(configFlag: string | undefined): Promise<void> {
   const config = readConfig(configFlag);
+  // Only the process that injects credentials needs their variables (docs/configuration.md "[[credentials]]").
+  const unset = unsetCredentialVariables(config, process.env);
+  if (unset.length > 0) fail(unset.map(formatConfigIssue).join('\n'));
   const log = createLogger(config.sidecar.log_level);
   let sidecar: Sidecar | null = null;
   // SIGHUP reloads (the daemon convention) instead of ending the process. One that arrives while

@@ -101,6 +101,15 @@ function chunkId(fileText: string, name: string, chunk: Chunk): string {
   return `${name}:${lineCol(fileText, chunk.first).line}`;
 }
 
+/**
+ * An issue names its policy only by an `@id` annotation: the default id (`<file>:<line>`) repeats the
+ * location the issue already starts with (`typo.cedar:1:45: typo.cedar:1: …`).
+ */
+function annotatedId(id: string, file: string): string {
+  const name = basename(file);
+  return id.startsWith(`${name}:`) && /^\d+$/.test(id.slice(name.length + 1)) ? '' : id;
+}
+
 /** Issues for Cedar errors whose byte offsets are relative to `fileText.slice(base)`. */
 export function errorIssues(errors: readonly DetailedError[], file: string, fileText: string, base: number,
   keyAt: (charOffset: number) => string, fallback: number): ConfigIssue[] {
@@ -114,7 +123,7 @@ export function errorIssues(errors: readonly DetailedError[], file: string, file
     const help = e.help ? `; ${e.help}` : '';
     // The action named in a type error is one of many the policy applies to (see the dedupe in load.ts validatePolicies).
     const message = `${e.message}${label}${help}`.replace(/ for Firma::Action::"[^"]*"/g, '');
-    out.push({ file, line, col, key: keyAt(at), message });
+    out.push({ file, line, col, key: annotatedId(keyAt(at), file), message });
     for (const r of e.related ?? []) add(r);
   };
   for (const e of errors) add(e);

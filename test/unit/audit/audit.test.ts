@@ -218,7 +218,7 @@ t.test('tail formatting and filters', async (t) => {
   w.append({ type: 'lifecycle', event: 'start', detail: 'v0.1.0', request_id: null, agent_id: null });
   await w.close();
   const [d, o, l] = lines(s.path).map((x) => JSON.parse(x) as AuditEvent) as [AuditEvent, AuditEvent, AuditEvent];
-  t.match(formatEventLine(d), /^\S+Z {2}deny {2}agent-2 {2}POST api\.stripe\.com\/v1\/refunds\?amount=REDACTED&key=REDACTED {2}payments\.refund\/high {2}policy:limit\.refunds {2}req=req-5$/);
+  t.match(formatEventLine(d), /^\S+Z {2}deny {2}agent-2 {2}POST api\.stripe\.com\/v1\/refunds\?amount=REDACTED&key=REDACTED {2}payments\.refund\/high {2}policy:limit \(limit\.refunds\) {2}req=req-5$/);
   t.match(formatEventLine(o), /outcome {2}agent-1 {2}200 {2}in=10B out=2000B {2}12\.5ms {2}cred {2}req=req-5$/);
   t.match(formatEventLine(l), /lifecycle {2}start {2}v0\.1\.0$/);
   t.ok(filterEvent(d, { decision: 'deny', agent: 'agent-2', host: 'API.stripe.com' }));

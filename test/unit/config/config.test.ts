@@ -753,8 +753,6 @@ url = "redis://127.0.0.1:6379"
     ['burst without rps', '[[sidecar.connector.hosts]]\nhost = "a.example"\nburst = 3\n', /^firma\.toml:1:1: sidecar\.connector\.hosts\[0\]: burst needs rps$/],
     ['bad host', '[[sidecar.connector.hosts]]\nhost = "https://a.example/"\n', /^firma\.toml:2:1: sidecar\.connector\.hosts\[0\]\.host: expected an exact host/],
     ['bad cidr', '[sidecar.connector]\nallow_private = ["10.0.0.0/33"]\n', /^firma\.toml:2:\d+: sidecar\.connector\.allow_private\[0\]: .*prefix length "33" must be 0-32$/],
-    ['missing env var', '[[credentials]]\nhost = "a.example"\nmode = "basic"\nvalue_from_env = "FIRMA_CFG_UNSET_VAR"\n',
-      /^firma\.toml:1:1: credentials\[0\]: environment variable FIRMA_CFG_UNSET_VAR is not set \(value_from_env\)$/],
     ['vault without path', '[[credentials]]\nhost = "a.example"\nmode = "vault"\n', /credentials\[0\]: mode = "vault" needs secret_path/],
     ['same header twice on host:443', '[[credentials]]\nhost = "a.example"\nmode = "vault"\nsecret_path = "secret/data/a#k"\n[[credentials]]\nhost = "a.example:443"\nmode = "vault"\nheader = "authorization"\nsecret_path = "secret/data/b#k"\n',
       /^firma\.toml:\d+:\d+: credentials: duplicate host and header "a\.example:443 authorization": entries 1 and 2 both set authorization for a\.example:443$/],

@@ -10,9 +10,7 @@ import type { CapabilityCheck, CapabilityCheckInput } from '../../../src/enforce
 import { actionPatternMatches, parseScope } from '../../../src/enforce/capability/scope.js';
 import { ensureSigningKey } from '../../../src/enforce/capability/keys.js';
 import { issueToken, parseDuration, revokeToken } from '../../../src/enforce/capability/tokens.js';
-import { FirmaError } from '../../../src/core/errors.js';
-
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+import { modeOf, expectCode, expectCodeAsync, type Test } from '../../helpers/expect.js';
 
 const HOUR = 3_600_000;
 
@@ -42,35 +40,6 @@ function keysIn(t: Test, sub = 'keys'): Keys {
     publicKeyFile: path.join(dir, 'capability.pub'),
     revocationFile: path.join(dir, 'revoked.txt'),
   };
-}
-
-function modeOf(p: string): number {
-  return fs.statSync(p).mode & 0o777;
-}
-
-function expectCode(t: Test, fn: () => unknown, code: string, msgIncludes: string[] = []): string {
-  try {
-    fn();
-  } catch (err) {
-    t.type(err, FirmaError);
-    t.equal((err as FirmaError).code, code, `code ${code}`);
-    for (const s of msgIncludes) t.match((err as Error).message, s);
-    return (err as Error).message;
-  }
-  t.fail(`expected ${code}`);
-  return '';
-}
-
-async function expectCodeAsync(t: Test, fn: () => Promise<unknown>, code: string, msgIncludes: string[] = []): Promise<void> {
-  try {
-    await fn();
-  } catch (err) {
-    t.type(err, FirmaError);
-    t.equal((err as FirmaError).code, code, `code ${code}`);
-    for (const s of msgIncludes) t.match((err as Error).message, s);
-    return;
-  }
-  t.fail(`expected ${code}`);
 }
 
 function verifierFor(t: Test, k: Keys, opts: { now?: () => number; pollIntervalMs?: number; cacheSize?: number } = {}): CapabilityVerifier {
