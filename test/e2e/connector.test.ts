@@ -43,7 +43,10 @@ timeout_ms = 1000
   await new Promise<void>((r) => closed.close(() => r()));
   const refused = await curl(['--proxy', sc.proxyUrl, `http://127.0.0.1:${port}/`]);
   t.equal(refused.status, 502);
-  t.equal((JSON.parse(refused.body) as Record<string, string>)['reason'], 'network');
+  const failed = JSON.parse(refused.body) as Record<string, unknown>;
+  t.match(failed, { decision: 'allow', outcome: 'error', error_code: 'ECONNREFUSED', stage: 'connector', reason: 'network' },
+    'allowed, then failed: the body says what happened beside the decision');
+  t.match(failed['error'], { type: 'api_error', code: 'network', message: /^firma sidecar could not complete this request \(connector: network\)/ });
 
   // 3 s of events, 100 ms apart, on a host whose timeout is 1 s: the timeout bounds the wait for
   // headers, the idle gap bounds silence, nothing bounds a stream that keeps talking.

@@ -1,12 +1,12 @@
 import t from 'tap';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
 import { useUpstream } from '../helpers/upstream.js';
-import { useTestSidecar } from '../helpers/sidecar.js';
-import { curl } from '../helpers/clients.js';
+import { REPO, useTestSidecar } from '../helpers/sidecar.js';
+import { curl, python } from '../helpers/clients.js';
 import { openConnect, exchange } from '../helpers/tunnel.js';
 
 const up = useUpstream(t);
@@ -172,4 +172,31 @@ t.test('unreachable upstream → 502 JSON; internal error text never leaks', asy
   t.equal(body['reason'], 'network');
   t.match(body['message'], /ECONNREFUSED/);
   t.notMatch(r.body, /at .*\.js:\d+/, 'no stack trace');
+});
+
+t.test('Python requests POST through the proxy: the README’s NoDelay adapter sets TCP_NODELAY on the proxy connection', async (t) => {
+  // The README's own snippet, so the documented fix is the tested one.
+  const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+  const snippet = /\*\*Python `requests` and Nagle\.\*\*[\s\S]*?```python\n([\s\S]*?)```/.exec(readme)?.[1];
+  t.ok(snippet !== undefined, 'the README has the snippet');
+  const script = `${snippet}
+import json, urllib3.connection
+seen = []
+original = urllib3.connection.HTTPConnection._new_conn
+def recording(self):
+    sock = original(self)
+    seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    return sock
+urllib3.connection.HTTPConnection._new_conn = recording
+proxies = {"http": "${sc.proxyUrl}"}
+plain = requests.Session().post("${up.origin}/echo", data=b"x" * 100, proxies=proxies)
+fixed = session.post("${up.origin}/echo", data=b"x" * 100, proxies=proxies)
+print(json.dumps({"status": [plain.status_code, fixed.status_code], "nodelay": [1 if v else 0 for v in seen], "bytes": fixed.json()["bodyBytes"]}))
+`;
+  const r = await python(script, {});
+  t.equal(r.exitCode, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { status: number[]; nodelay: number[]; bytes: number };
+  t.same(out.status, [200, 200]);
+  t.equal(out.bytes, 100, 'the body went through');
+  t.same(out.nodelay, [0, 1], 'a plain Session leaves Nagle on for the proxy connection; the adapter turns it off');
 });
