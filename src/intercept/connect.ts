@@ -99,9 +99,18 @@ export async function startMitm(ctx: InterceptContext, socket: Socket, requestId
     });
     return;
   }
+  // The CONNECT was answered already, so a refusal from here on cannot be an HTTP answer: it is
+  // recorded (audit and log) and the connection closed, as on the transparent listener.
+  const what = { method: 'CONNECT', scheme: 'https' as const, host: target.host, port: target.port, agentId: identity.agentId };
   if (result.state !== 'ok') {
-    ctx.log.debug({ request_id: requestId, host: target.host, why: result.reason }, 'tunnel closed before a ClientHello');
-    socket.destroy();
+    if (bytes.length === 0) {
+      // Closed (or left idle) without a byte: nothing was asked, nothing to decide or record.
+      ctx.log.debug({ request_id: requestId, host: target.host, why: result.reason }, 'tunnel closed before a ClientHello');
+      socket.destroy();
+      return;
+    }
+    const reason = result.reason === 'timeout' ? 'client_hello_timeout' : 'bad_client_hello';
+    ctx.pipeline.refuseDrop(socket, { status: 400, decision: 'deny', stage: 'intercept', reason, message: '', requestId }, what);
     return;
   }
   let certHost: ParsedAuthority | { host: string; kind: Target['kind'] } = target;
@@ -109,7 +118,9 @@ export async function startMitm(ctx: InterceptContext, socket: Socket, requestId
   if (result.serverName !== null) {
     const sni = parseHost(result.serverName);
     if (sni === null) {
-      socket.destroy();
+      ctx.pipeline.refuseDrop(socket, {
+        status: 400, decision: 'deny', stage: 'intercept', reason: 'bad_sni', message: 'the TLS server name is not a valid host name', requestId,
+      }, what);
       return;
     }
     if (sni.host !== target.host) {

@@ -69,8 +69,29 @@ export function parseAbsoluteForm(url: string, scheme: 'http' | 'https'): Target
   };
 }
 
+/**
+ * More than one Host header is ambiguous framing (RFC 9112 3.2: a server must answer 400): Node keeps
+ * the first, an upstream or a cache in between might use another, so the request is refused like a
+ * request smuggling attempt (docs/errors.md "Stage `intercept`").
+ */
+function hostHeaderRepeated(req: IncomingMessage): boolean {
+  const raw = req.rawHeaders;
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
+}
+
+const DUPLICATE_HOST = badRequest('duplicate_host', 'the request carries more than one Host header');
+
 /** The Host header must name the very target the sidecar decides on and connects to. */
 export function checkHostHeader(req: IncomingMessage, target: Target): TargetResult | null {
+  if (hostHeaderRepeated(req)) return DUPLICATE_HOST;
   const hostHeader = req.headers.host;
   if (hostHeader === undefined) {
     // HTTP/1.0 without Host: the target alone decides. HTTP/1.1 must carry one (RFC 9112 3.2).
@@ -92,6 +113,7 @@ export function tunnelTarget(req: IncomingMessage, tunnel: TunnelContext): Targe
   if (req.headers.host === undefined && req.httpVersion === '1.1') {
     return badRequest('missing_host', 'an HTTP/1.1 request must carry a Host header');
   }
+  if (hostHeaderRepeated(req)) return DUPLICATE_HOST;
   let target = tunnel.target;
   if (tunnel.byHost !== undefined) {
     const t = targetFromHostHeader(req.headers.host, tunnel.byHost.originalPort);

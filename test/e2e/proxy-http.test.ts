@@ -154,6 +154,12 @@ t.test('malformed requests get a 400 JSON answer and the sidecar keeps serving',
   t.match(noHost, /^HTTP\/1\.1 400 /, 'HTTP/1.1 without Host → 400');
   t.match(noHost, /x-firma-request-id: /i);
   t.equal(jsonBody(noHost)['reason'], 'missing_host', 'our JSON answer, not Node\'s bare 400');
+  const before = up.requests();
+  const twoHosts = await raw(sc.proxyPort, `GET ${up.origin}/echo HTTP/1.1\r\nHost: ${up.hostPort}\r\nHost: ${up.hostPort}\r\n\r\n`);
+  t.match(twoHosts, /^HTTP\/1\.1 400 /, 'two Host headers → 400, even when both name the target');
+  t.equal(jsonBody(twoHosts)['reason'], 'duplicate_host');
+  t.equal(up.requests(), before, 'nothing sent upstream');
+  t.ok(sc.logs.some((l) => l.includes('"reason":"duplicate_host"')), 'logged');
   const http10 = await raw(sc.proxyPort, `GET ${up.origin}/echo HTTP/1.0\r\n\r\n`);
   t.match(http10, /^HTTP\/1\.[01] 200 /, 'HTTP/1.0 without Host: the absolute URI names the target');
   const ok = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo`]);

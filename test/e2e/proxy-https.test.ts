@@ -1,8 +1,8 @@
 import t from 'tap';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ProxyAgent, request } from 'undici';
 import { useUpstream } from '../helpers/upstream.js';
 import { useTestSidecar } from '../helpers/sidecar.js';
@@ -70,6 +70,10 @@ t.test('Host header ≠ CONNECT target inside the tunnel → 400 and nothing sen
   const s2 = await tlsThroughProxy(sc.proxyPort, up.hostPort, { ca: sc.caPem });
   const res2 = await exchange(s2, `GET https://evil.example/echo HTTP/1.1\r\nHost: ${up.hostPort}\r\nConnection: close\r\n\r\n`);
   t.equal(bodyOf(res2)['reason'], 'host_mismatch', 'absolute URI naming another host');
+  const s3 = await tlsThroughProxy(sc.proxyPort, up.hostPort, { ca: sc.caPem });
+  const res3 = await exchange(s3, `GET /echo HTTP/1.1\r\nHost: ${up.hostPort}\r\nHost: evil.example\r\nConnection: close\r\n\r\n`);
+  t.match(res3, /^HTTP\/1\.1 400 /, 'two Host headers, even one naming the target');
+  t.equal(bodyOf(res3)['reason'], 'duplicate_host');
   t.equal(up.requests(), before, 'upstream never contacted');
 });
 
@@ -161,4 +165,19 @@ t.test('HTTPS upstream unreachable → 502 JSON from inside the tunnel', async (
   const body = JSON.parse(r.body) as Record<string, string>;
   t.equal(body['reason'], 'network');
   t.equal(r.headers['x-firma-request-id'], body['request_id']);
+});
+
+t.test('a ClientHello whose server name is not a host name (hey sends "127.0.0.1:18443") is audited and logged, then closed', async (t) => {
+  const before = up.requests();
+  await t.rejects(tlsThroughProxy(sc.proxyPort, up.hostPort, { ca: sc.caPem, servername: '127.0.0.1:18443' }), 'no handshake');
+  const audit = join(sc.dir, 'audit', 'audit.jsonl');
+  let event: Record<string, unknown> | undefined;
+  for (let i = 0; i < 100 && event === undefined; i++) {
+    event = readFileSync(audit, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((e) => e['reason'] === 'bad_sni');
+    if (event === undefined) await new Promise((r) => setTimeout(r, 20));
+  }
+  t.match(event, { type: 'decision', decision: 'deny', stage: 'intercept', reason: 'bad_sni', method: 'CONNECT', host: '127.0.0.1', port: up.port });
+  t.ok(sc.logs.some((l) => l.includes('"reason":"bad_sni"')), 'one log line');
+  t.equal(up.requests(), before, 'nothing sent upstream');
 });
