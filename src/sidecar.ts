@@ -168,8 +168,17 @@ export class Sidecar {
       leafCerts,
       pipeline,
       log,
+      limits: {
+        handshakeTimeoutMs: config.sidecar.interceptor.handshake_timeout_ms,
+        headersTimeoutMs: config.sidecar.interceptor.headers_timeout_ms,
+        keepAliveTimeoutMs: config.sidecar.interceptor.keep_alive_timeout_ms,
+        maxConnections: config.sidecar.interceptor.max_connections,
+        maxConnectionsPerClient: config.sidecar.interceptor.max_connections_per_client,
+      },
+      metrics,
     });
     metrics.setInFlightSource(() => pipeline.inFlight);
+    metrics.setOpenConnectionsSource(() => interceptor.openConnections);
     metrics.setLeafCertificateSource(() => leafCerts.stats);
     metrics.setAuditAvailableSource(() => audit.available);
     let sidecar: Sidecar | null = null;
@@ -253,6 +262,7 @@ export class Sidecar {
         policy_hash: decisions.rules.policy.policyHash,
         capabilities: config.sidecar.capabilities.required ? 'required' : 'off',
         approvals_page: pageUrl,
+        max_connections: interceptor.maxConnections,
       },
       'firma sidecar ready',
     );

@@ -19,7 +19,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ConnectorErrorKind } from '../core/outcome.js';
 import type { Target, EnvelopeKind } from '../core/envelope.js';
-import type { AuditWriteMetrics, LeafCertificateStats, RateLimitMetrics, RateLimitRejection, RequestMetrics } from '../core/metrics.js';
+import type { AuditWriteMetrics, ConnectionBound, ConnectionMetrics, LeafCertificateStats, RateLimitMetrics, RateLimitRejection, RequestMetrics } from '../core/metrics.js';
 
 export type { AuditWriteMetrics, LeafCertificateStats, RateLimitMetrics, RateLimitRejection, RequestMetrics };
 import type { UpstreamHostKey } from '../config/validators.js';
@@ -78,7 +78,9 @@ export interface MetricsOptions {
   readonly defaultMetrics?: boolean;
 }
 
-export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetrics {
+const CONNECTION_BOUNDS: readonly ConnectionBound[] = ['handshake_timeout', 'headers_timeout', 'max_connections', 'max_connections_per_client'];
+
+export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetrics, ConnectionMetrics {
   readonly registry: Registry;
 
   /** host → port → cells (an entry without a port covers 443 and 80, as HostPolicies). */
@@ -97,6 +99,8 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
   #auditWriteFailures = 0;
   #pendingApprovals: () => number = NO_SOURCE;
   #inFlight: () => number = NO_SOURCE;
+  #openConnections: () => number = NO_SOURCE;
+  readonly #boundHits: Counter<'bound'>;
   #auditAvailable: () => boolean = () => true;
   #leafCerts: () => LeafCertificateStats = () => ({ minted: 0, cacheHits: 0, evictions: 0 });
 
@@ -175,6 +179,19 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
       registers,
       collect: () => inFlight.set(this.#inFlight()),
     });
+    const connections: Gauge = new Gauge({
+      name: 'firma_client_connections',
+      help: 'Client connections open on the proxy and transparent listeners (tunnels count once).',
+      registers,
+      collect: () => connections.set(this.#openConnections()),
+    });
+    this.#boundHits = new Counter({
+      name: 'firma_connection_bounds_total',
+      help: 'Client connections closed or refused by a bound: handshake or headers timeout, connection caps.',
+      labelNames: ['bound'] as const,
+      registers,
+    });
+    for (const bound of CONNECTION_BOUNDS) this.#boundHits.inc({ bound }, 0);
     const pending: Gauge = new Gauge({
       name: 'firma_approvals_pending',
       help: 'Requests held open waiting for a human approval.',
@@ -296,6 +313,14 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
 
   setInFlightSource(source: () => number): void {
     this.#inFlight = source;
+  }
+
+  setOpenConnectionsSource(source: () => number): void {
+    this.#openConnections = source;
+  }
+
+  connectionBoundHit(bound: ConnectionBound): void {
+    this.#boundHits.inc({ bound });
   }
 
   setAuditAvailableSource(source: () => boolean): void {

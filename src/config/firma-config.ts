@@ -71,6 +71,26 @@ export const firmaConfigSchema = s
               .transform(parseOptionalListenAddress, { pattern: `^$|${LISTEN_JSON_PATTERN}` })
               .default('')
               .describe('Transparent listener for connections redirected by iptables REDIRECT, e.g. "0.0.0.0:15001"; "" = off. TLS is told from the first bytes (target = SNI), plain HTTP uses Host.'),
+            handshake_timeout_ms: s
+              .integer({ min: 100, max: 600_000 })
+              .default(10_000)
+              .describe('From the CONNECT answer (or a redirected connection\'s accept) to a completed TLS handshake: the ClientHello and the handshake after it.'),
+            headers_timeout_ms: s
+              .integer({ min: 100, max: 600_000 })
+              .default(30_000)
+              .describe('How long a request\'s headers may take to arrive, on plain connections and inside tunnels alike; a connection opened (or a tunnel set up) without a request is closed after it too (408).'),
+            keep_alive_timeout_ms: s
+              .integer({ min: 100, max: 600_000 })
+              .default(30_000)
+              .describe('How long a connection may stay idle between requests before the sidecar closes it.'),
+            max_connections: s
+              .integer({ min: 0, max: 1_000_000 })
+              .default(0)
+              .describe('Client connections open at once (both listeners); past it new ones get 503 at once. 0 = from the open-files limit: (soft RLIMIT_NOFILE - 128) / 2, at most 16384.'),
+            max_connections_per_client: s
+              .integer({ min: 0, max: 1_000_000 })
+              .default(0)
+              .describe('Client connections open at once from one source address; 0 = no cap of its own (max_connections still applies).'),
             mitm: s
               .table({
                 ca_dir: s

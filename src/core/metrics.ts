@@ -37,3 +37,11 @@ export interface LeafCertificateStats {
   readonly cacheHits: number;
   readonly evictions: number;
 }
+
+/** Which bound closed or refused a client connection (docs/listeners.md "Connection bounds"). */
+export type ConnectionBound = 'handshake_timeout' | 'headers_timeout' | 'max_connections' | 'max_connections_per_client';
+
+/** Client connections, reported by the interceptor. */
+export interface ConnectionMetrics {
+  connectionBoundHit(bound: ConnectionBound): void;
+}

@@ -48,6 +48,8 @@ export const REPLY_REASONS = Object.freeze({
   client_hello_timeout: { ...INTERCEPT_400, delivery: 'closed', meaning: 'A CONNECT tunnel or a redirected connection sent bytes but no complete ClientHello in time.' },
   no_sni: { ...INTERCEPT_400, delivery: 'closed', meaning: 'A redirected TLS connection names no server (SNI): nothing else tells the sidecar the target host.' },
   bad_sni: { ...INTERCEPT_400, delivery: 'closed', meaning: 'A TLS ClientHello (in a CONNECT tunnel or on a redirected connection) whose server name is not a valid host name, e.g. `127.0.0.1:18443`: recorded, then the connection is closed.' },
+  too_many_connections: { stages: ['intercept'], statuses: [503], decision: 'deny', delivery: 'json', meaning: 'A new client connection past max_connections or max_connections_per_client: answered 503 (retry-after: 1) before any request and closed; on the transparent listener recorded and closed.' },
+  handshake_timeout: { ...INTERCEPT_400, delivery: 'closed', meaning: 'A TLS handshake in a CONNECT tunnel or on a redirected connection did not complete within handshake_timeout_ms of the ClientHello wait starting: recorded, then closed.' },
   malformed_request: { ...INTERCEPT_400, delivery: 'json', meaning: 'The bytes received are not valid HTTP/1.1.' },
   headers_too_large: { stages: ['intercept'], statuses: [431], decision: 'deny', delivery: 'json', meaning: 'The request headers are over 32 KiB.' },
   request_timeout: { stages: ['intercept'], statuses: [408], decision: 'deny', delivery: 'json', meaning: 'The request headers did not arrive within 30 s.' },

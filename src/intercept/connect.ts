@@ -77,7 +77,8 @@ export function onConnect(ctx: InterceptContext, req: IncomingMessage, socket: S
  * connection to the tunnel HTTP server. Plain HTTP inside CONNECT is parsed as is.
  */
 export async function startMitm(ctx: InterceptContext, socket: Socket, requestId: string, identity: Identity, target: Target): Promise<void> {
-  const { bytes, result } = await readClientHello(socket, { timeoutMs: ctx.clientHelloTimeoutMs });
+  const started = Date.now();
+  const { bytes, result } = await readClientHello(socket, { timeoutMs: ctx.handshakeTimeoutMs });
   if (result.state === 'not_tls') {
     if (looksLikeHttp(bytes)) {
       // Plain HTTP inside CONNECT: undici's ProxyAgent (so Node's fetch behind a proxy) tunnels http://
@@ -104,11 +105,14 @@ export async function startMitm(ctx: InterceptContext, socket: Socket, requestId
   const what = { method: 'CONNECT', scheme: 'https' as const, host: target.host, port: target.port, agentId: identity.agentId };
   if (result.state !== 'ok') {
     if (bytes.length === 0) {
-      // Closed (or left idle) without a byte: nothing was asked, nothing to decide or record.
-      ctx.log.debug({ request_id: requestId, host: target.host, why: result.reason }, 'tunnel closed before a ClientHello');
+      // Closed (or left idle) without a byte: nothing was asked, nothing to decide or record; an idle
+      // one is a bound hit all the same (docs/listeners.md "Connection bounds").
+      if (result.reason === 'timeout') ctx.boundHit('handshake_timeout', socket);
+      else ctx.log.debug({ request_id: requestId, host: target.host, why: result.reason }, 'tunnel closed before a ClientHello');
       socket.destroy();
       return;
     }
+    if (result.reason === 'timeout') ctx.boundHit('handshake_timeout', socket);
     const reason = result.reason === 'timeout' ? 'client_hello_timeout' : 'bad_client_hello';
     ctx.pipeline.refuseDrop(socket, { status: 400, decision: 'deny', stage: 'intercept', reason, message: '', requestId }, what);
     return;
@@ -143,6 +147,15 @@ export async function startMitm(ctx: InterceptContext, socket: Socket, requestId
     ctx.log.debug({ request_id: requestId, host: target.host, code: (err as NodeJS.ErrnoException).code }, 'tunnel TLS error');
     tls.destroy();
   });
+  // The handshake shares the ClientHello's bound: a client that stalls after its hello is cut too.
+  const handshake = setTimeout(() => {
+    ctx.boundHit('handshake_timeout', socket);
+    ctx.pipeline.refuseDrop(tls, {
+      status: 400, decision: 'deny', stage: 'intercept', reason: 'handshake_timeout', message: 'the TLS handshake did not complete in time', requestId,
+    }, what);
+  }, Math.max(0, started + ctx.handshakeTimeoutMs - Date.now()));
+  tls.once('secure', () => clearTimeout(handshake));
+  tls.once('close', () => clearTimeout(handshake));
   ctx.tunnels.set(tls, { target, identity, sniMismatch });
   ctx.track(tls);
   ctx.tunnelServer.emit('connection', tls);

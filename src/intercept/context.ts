@@ -2,6 +2,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Identity, Target } from '../core/envelope.js';
 import type { Logger } from '../core/log.js';
+import type { ConnectionBound } from '../core/metrics.js';
 import type { RequestPipeline, TunnelOpener } from '../pipeline/run.js';
 import type { LeafCertificates } from './tls/leaf-certs.js';
 
@@ -26,8 +27,8 @@ export interface InterceptContext {
   /** Host patterns (`api.example.com`, `*.example.com`) tunnelled blind after a host-level decision. */
   readonly bypassHosts: readonly string[];
   readonly leafCerts: LeafCertificates;
-  /** How long a fresh tunnel may take to send its first TLS bytes. */
-  readonly clientHelloTimeoutMs: number;
+  /** From the CONNECT answer (or a redirected accept) to a completed TLS handshake. */
+  readonly handshakeTimeoutMs: number;
   /** Every socket handed to `tunnelServer`, registered before it is handed over. */
   readonly tunnels: WeakMap<object, TunnelContext>;
   /** Never listens: it parses HTTP on decrypted tunnel sockets handed to it with 'connection'. */
@@ -37,4 +38,6 @@ export interface InterceptContext {
   readonly draining: boolean;
   /** Remember a client socket, so a drain can end it. */
   track(socket: Duplex): void;
+  /** A connection closed or refused at a bound: one log line and the metric (the caller records the rest). */
+  boundHit(bound: ConnectionBound, socket: Duplex): void;
 }

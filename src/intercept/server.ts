@@ -3,6 +3,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../core/log.js';
+import type { ConnectionBound, ConnectionMetrics } from '../core/metrics.js';
+import type { SidecarReply } from '../core/reply.js';
+import { ConnectionGate, autoMaxConnections, type ConnectionLimits } from './limits.js';
 import type { RequestPipeline } from '../pipeline/run.js';
 import type { InterceptContext, TunnelContext } from './context.js';
 import type { LeafCertificates } from './tls/leaf-certs.js';
@@ -21,20 +24,25 @@ export interface InterceptorOptions {
   /** Where every request goes once its target is known: the only thing that decides and dispatches. */
   readonly pipeline: RequestPipeline;
   readonly log: Logger;
-  /** How long a fresh tunnel may take to send its first TLS bytes. */
-  readonly clientHelloTimeoutMs?: number;
+  /** Time bounds and connection caps (docs/listeners.md "Connection bounds"). */
+  readonly limits: ConnectionLimits;
+  readonly metrics?: ConnectionMetrics;
 }
 
-const SERVER_OPTIONS: http.ServerOptions = {
-  // Long uploads and long-polls are normal for agents; slowloris is bounded by headersTimeout.
-  requestTimeout: 0,
-  headersTimeout: 30_000,
-  keepAliveTimeout: 30_000,
-  maxHeaderSize: 32 * 1024,
-  // Node's own answer to an HTTP/1.1 request without Host is a bare 400 that never reaches us (so no
-  // JSON body, no audit event); target.ts gives that answer itself.
-  requireHostHeader: false,
-};
+function serverOptions(limits: ConnectionLimits): http.ServerOptions {
+  return {
+    // Long uploads and long-polls are normal for agents; slowloris is bounded by headersTimeout.
+    requestTimeout: 0,
+    headersTimeout: limits.headersTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Node checks headersTimeout on this period (default 30 s, which doubled the bound): a tenth of it.
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 10))),
+    maxHeaderSize: 32 * 1024,
+    // Node's own answer to an HTTP/1.1 request without Host is a bare 400 that never reaches us (so no
+    // JSON body, no audit event); target.ts gives that answer itself.
+    requireHostHeader: false,
+  };
+}
 
 /**
  * The interception layer (docs/architecture.md "The request's path"): sockets in, requests out. An explicit
@@ -51,30 +59,48 @@ export class Interceptor implements TransparentAcceptor {
   readonly #ctx: InterceptContext & { draining: boolean };
   /** Every client socket (plain and decrypted), so a drain can end them. */
   readonly #sockets = new Set<Duplex>();
+  readonly #gate: ConnectionGate;
+  /** Connections refused at a cap: a request parsed on one before it closes is not served. */
+  readonly #refused = new WeakSet<Duplex>();
 
   constructor(opts: InterceptorOptions) {
     this.#opts = opts;
-    this.#server = http.createServer(SERVER_OPTIONS);
-    const tunnelServer = http.createServer(SERVER_OPTIONS);
+    const options = serverOptions(opts.limits);
+    this.#server = http.createServer(options);
+    const tunnelServer = http.createServer(options);
+    // The tunnel server never listens, and Node starts the periodic headersTimeout check only on
+    // 'listening': without this, a tunnel that sends no request (or trickles headers) lived forever.
+    tunnelServer.emit('listening');
+    this.#gate = new ConnectionGate(opts.limits.maxConnections > 0 ? opts.limits.maxConnections : autoMaxConnections(), opts.limits.maxConnectionsPerClient);
     const ctx: InterceptContext & { draining: boolean } = {
       pipeline: opts.pipeline,
       log: opts.log,
       defaultAgentId: opts.defaultAgentId,
       bypassHosts: opts.bypassHosts,
       leafCerts: opts.leafCerts,
-      clientHelloTimeoutMs: opts.clientHelloTimeoutMs ?? 10_000,
+      handshakeTimeoutMs: opts.limits.handshakeTimeoutMs,
       tunnels: new WeakMap<object, TunnelContext>(),
       tunnelServer,
-      blindOpener: blindTunnelOpener(opts.clientHelloTimeoutMs ?? 10_000),
+      blindOpener: blindTunnelOpener(opts.limits.handshakeTimeoutMs),
       draining: false,
       track: (socket) => this.#track(socket),
+      boundHit: (bound, socket) => this.#boundHit(bound, socket),
     };
     this.#ctx = ctx;
 
-    this.#server.on('connection', (s: Socket) => this.#track(s));
-    this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => onForwardRequest(ctx, req, res));
-    this.#server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => onConnect(ctx, req, socket as Socket, head));
-    this.#server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => onForwardUpgrade(ctx, req, socket, head));
+    this.#server.on('connection', (s: Socket) => this.#accept(s));
+    this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (this.#refused.has(req.socket)) res.destroy();
+      else onForwardRequest(ctx, req, res);
+    });
+    this.#server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (this.#refused.has(socket)) socket.destroy();
+      else onConnect(ctx, req, socket as Socket, head);
+    });
+    this.#server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (this.#refused.has(socket)) socket.destroy();
+      else onForwardUpgrade(ctx, req, socket, head);
+    });
     this.#server.on('clientError', (err: Error, socket: Duplex) => this.#onClientError(err, socket));
 
     tunnelServer.on('request', (req: IncomingMessage, res: ServerResponse) => onTunnelRequest(ctx, req, res));
@@ -104,6 +130,16 @@ export class Interceptor implements TransparentAcceptor {
     });
   }
 
+  /** Client connections open now (both listeners; a tunnel counts once). */
+  get openConnections(): number {
+    return this.#gate.open;
+  }
+
+  /** The connection cap in force (configured, or from the open-files limit). */
+  get maxConnections(): number {
+    return this.#gate.max;
+  }
+
   get inFlight(): number {
     return this.#opts.pipeline.inFlight;
   }
@@ -126,12 +162,36 @@ export class Interceptor implements TransparentAcceptor {
     for (const s of this.#sockets) s.destroy();
     this.#sockets.clear();
     await closed;
+    this.#ctx.tunnelServer.close(() => undefined); // stops its headersTimeout check (it never listened)
     return { cut };
   }
 
   /** A connection handed over by the transparent listener (transparent/accept.ts). */
   acceptTransparent(socket: Socket, originalPort: number | null): void {
+    const bound = this.#gate.admit(socket);
+    if (bound !== null) {
+      // No HTTP can be answered before the first bytes say what the connection carries: recorded, closed.
+      this.#boundHit(bound, socket);
+      this.#opts.pipeline.refuseDrop(socket, capReply(bound), { agentId: this.#opts.defaultAgentId });
+      return;
+    }
     acceptTransparent(this.#ctx, socket, originalPort);
+  }
+
+  /** A new connection on the proxy listener: counted, or refused at a cap with a 503 before any request. */
+  #accept(socket: Socket): void {
+    this.#track(socket);
+    const bound = this.#gate.admit(socket);
+    if (bound === null) return;
+    this.#refused.add(socket);
+    this.#boundHit(bound, socket);
+    this.#opts.pipeline.refuseRaw(socket, capReply(bound));
+  }
+
+  #boundHit(bound: ConnectionBound, socket: Duplex): void {
+    this.#opts.metrics?.connectionBoundHit(bound);
+    const remote = (socket as Partial<Socket>).remoteAddress;
+    this.#opts.log.warn({ bound, remote, open: this.#gate.open, max_connections: this.#gate.max }, 'client connection closed at a bound');
   }
 
   #track(socket: Duplex): void {
@@ -149,6 +209,7 @@ export class Interceptor implements TransparentAcceptor {
     }
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
     const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+    if (timeout) this.#boundHit('headers_timeout', socket);
     this.#opts.pipeline.refuseRaw(socket, {
       status: tooLarge ? 431 : timeout ? 408 : 400,
       decision: 'deny',
@@ -163,3 +224,19 @@ export class Interceptor implements TransparentAcceptor {
     });
   }
 }
+
+function capReply(bound: ConnectionBound): SidecarReply {
+  return {
+    status: 503,
+    decision: 'deny',
+    stage: 'intercept',
+    reason: 'too_many_connections',
+    message: bound === 'max_connections'
+      ? 'the sidecar has as many client connections open as it may (max_connections); retry shortly'
+      : 'this client has as many connections open as it may (max_connections_per_client); retry shortly',
+    requestId: randomUUID(),
+    headers: RETRY_AFTER_1,
+  };
+}
+
+const RETRY_AFTER_1: Readonly<Record<string, string>> = { 'retry-after': '1' };

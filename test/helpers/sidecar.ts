@@ -83,6 +83,8 @@ export interface TestSidecarOptions {
   readonly adminExtra?: string;
   /** Lines for [sidecar.interceptor.mitm]. */
   readonly mitm?: string;
+  /** More lines for [sidecar.interceptor] (timeouts, connection caps). */
+  readonly interceptor?: string;
   /** Lines for [sidecar.connector]; default allows the loopback test upstreams past the SSRF guard. */
   readonly connector?: string;
   /** Name resolution for upstream dials (tests of the SSRF guard). */
@@ -103,6 +105,7 @@ ${sections.sidecar ?? ''}
 [sidecar.interceptor]
 listen = "127.0.0.1:0"
 ${sections.transparent === true ? 'transparent_listen = "127.0.0.1:0"' : ''}
+${sections.interceptor ?? ''}
 [sidecar.interceptor.mitm]
 ca_dir = "certs"
 ${sections.mitm ?? ''}

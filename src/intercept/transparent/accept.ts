@@ -24,7 +24,7 @@ export function acceptTransparent(ctx: InterceptContext, socket: Socket, origina
   }
   const requestId = randomUUID();
   const identity: Identity = { agentId: ctx.defaultAgentId, token: null, source: 'default' };
-  void readClientHello(socket, { timeoutMs: ctx.clientHelloTimeoutMs }).then(({ bytes, result }) => {
+  void readClientHello(socket, { timeoutMs: ctx.handshakeTimeoutMs }).then(({ bytes, result }) => {
     if (result.state === 'not_tls') {
       if (!looksLikeHttp(bytes)) {
         ctx.pipeline.refuseRaw(socket, {
