@@ -18,6 +18,12 @@ export interface ConnectionLimits {
 }
 
 const AUTO_CAP = 16_384;
+
+/**
+ * The accept queue of both listeners. Node's default (511) overflowed when a burst of agents connected
+ * while the loop was busy; the kernel caps it at net.core.somaxconn (4096 on current kernels).
+ */
+export const LISTEN_BACKLOG = 4096;
 /** File descriptors kept back for listeners, the audit log, Redis, Vault, logs and the admin listener. */
 const RESERVED_FDS = 128;
 

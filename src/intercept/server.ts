@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../core/log.js';
 import type { ConnectionBound, ConnectionMetrics } from '../core/metrics.js';
 import type { SidecarReply } from '../core/reply.js';
-import { ConnectionGate, autoMaxConnections, type ConnectionLimits } from './limits.js';
+import { ConnectionGate, LISTEN_BACKLOG, autoMaxConnections, type ConnectionLimits } from './limits.js';
 import type { RequestPipeline } from '../pipeline/run.js';
 import type { InterceptContext, TunnelContext } from './context.js';
 import type { LeafCertificates } from './tls/leaf-certs.js';
@@ -122,7 +122,7 @@ export class Interceptor implements TransparentAcceptor {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.#server.once('error', onError);
-      this.#server.listen(this.#opts.listenPort, this.#opts.listenHost, () => {
+      this.#server.listen({ port: this.#opts.listenPort, host: this.#opts.listenHost, backlog: LISTEN_BACKLOG }, () => {
         this.#server.off('error', onError);
         this.#server.on('error', (err) => this.#opts.log.error({ err }, 'proxy listener error'));
         resolve(this.#server.address() as AddressInfo);

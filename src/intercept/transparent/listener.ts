@@ -10,6 +10,7 @@ import type { Logger } from '../../core/log.js';
 import type { Target } from '../../core/envelope.js';
 import { parseAuthority, parseHost } from '../../core/host.js';
 import { ConntrackTable, CONNTRACK_PATH, type OriginalDestinationLookup } from './original-dst.js';
+import { LISTEN_BACKLOG } from '../limits.js';
 
 export const DEFAULT_TLS_PORT = 443;
 export const DEFAULT_HTTP_PORT = 80;
@@ -115,7 +116,7 @@ export class TransparentListener {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.#server.once('error', onError);
-      this.#server.listen(this.#opts.port, this.#opts.host, () => {
+      this.#server.listen({ port: this.#opts.port, host: this.#opts.host, backlog: LISTEN_BACKLOG }, () => {
         this.#server.off('error', onError);
         this.#server.on('error', (err) => this.#opts.log.error({ err }, 'transparent listener error'));
         resolve(this.#server.address() as AddressInfo);
