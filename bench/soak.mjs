@@ -137,6 +137,20 @@ function listenCounters() {
     return { overflows: null, drops: null };
   }
 }
+/**
+ * The accept queue of the LISTEN socket on 127.0.0.1:`port` right now: for a listener, rx_queue in
+ * /proc/net/tcp is the number of connections the kernel completed that the process has not accepted.
+ */
+function acceptQueue(port) {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  try {
+    for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
+      const f = line.trim().split(/\s+/);
+      if (f[1] === local && f[3] === '0A') return parseInt(f[4].split(':')[1], 16);
+    }
+  } catch {}
+  return null;
+}
 const delta = (a, b) => (a === null || b === null ? null : b - a);
 
 /** The soft RLIMIT_NOFILE of this process (what `ulimit -n` says), inherited by the children. */
@@ -205,7 +219,7 @@ function makeCert() {
 async function startUpstream(pki) {
   // bench/upstream.mjs: node:http + node:https on 127.0.0.1, /small answers 1 KiB with content-length.
   const child = start([...pinTo(0), process.execPath, path.join(HERE, 'upstream.mjs')], {
-    env: { ...process.env, BENCH_UP_CERT: pki.cert, BENCH_UP_KEY: pki.key, BENCH_EXTRA_IPS: '', BENCH_LARGE_BYTES: '1024' },
+    env: { ...process.env, BENCH_UP_CERT: pki.cert, BENCH_UP_KEY: pki.key, BENCH_EXTRA_IPS: '', BENCH_LARGE_BYTES: '1024', BENCH_BACKLOG: '4096' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
@@ -363,6 +377,11 @@ function waitEvent(emitter, ok, timeoutMs, kind) {
   });
 }
 
+/** Rethrow an error with the step it happened in (`request: timeout`). */
+const stage = (name) => (err) => {
+  throw new Error(`${name}: ${err.message}`);
+};
+
 /** One agent: keep a connection open and send requests back to back until the phase ends; reconnect after an error. */
 async function agent(ph, i) {
   let initial = true;
@@ -377,24 +396,24 @@ async function agent(ph, i) {
     };
     try {
       raw.setNoDelay(true);
-      await waitEvent(raw, 'connect', ph.timeout, 'connect');
+      await waitEvent(raw, 'connect', ph.timeout, 'connect').catch(stage('connect'));
       ph.tcpMs.push(performance.now() - opened);
       if (initial && performance.now() - ph.startedAt <= 1000) ph.tcpFirstSecond++;
       let first = true;
       if (ph.scheme === 'https') {
         const r = reader(raw);
         raw.write(`CONNECT ${ph.authority} HTTP/1.1\r\nHost: ${ph.authority}\r\n\r\n`);
-        const status = await r.next(ph.timeout, { onFirst: firstByte, headOnly: true });
+        const status = await r.next(ph.timeout, { onFirst: firstByte, headOnly: true }).catch(stage('CONNECT'));
         if (status !== 200) throw new Error(`connect_${status}`);
         r.detach();
         first = false;
         sock = tls.connect({ socket: raw, ca: ph.ca, host: '127.0.0.1', ALPNProtocols: ['http/1.1'] });
-        await waitEvent(sock, 'secureConnect', ph.timeout, 'tls');
+        await waitEvent(sock, 'secureConnect', ph.timeout, 'tls').catch(stage('tls'));
       }
       const r = reader(sock);
       while (!ph.stopping) {
         sock.write(ph.request);
-        const status = await r.next(ph.timeout, first ? { onFirst: firstByte } : {});
+        const status = await r.next(ph.timeout, first ? { onFirst: firstByte } : {}).catch(stage(first ? 'first request' : 'request'));
         first = false;
         if (status === 200) ph.requests++;
         else ph.count(`status_${status}`);
@@ -441,7 +460,9 @@ async function phase(scheme, sidecar, upstream) {
   } catch {}
   let rssPeak = rssIdle ?? 0;
   let fdPeak = 0;
+  let queuePeak = 0;
   const sampler = setInterval(() => {
+    queuePeak = Math.max(queuePeak, acceptQueue(sidecar.proxyPort) ?? 0);
     rssPeak = Math.max(rssPeak, statusKb(sidecar.pid, 'VmRSS') ?? 0);
     fdPeak = Math.max(fdPeak, openFds(sidecar.pid) ?? 0);
   }, 250);
@@ -483,6 +504,7 @@ async function phase(scheme, sidecar, upstream) {
     rssPeakKb: Math.max(rssPeak, hwm ?? 0),
     rssAfterKb: statusKb(sidecar.pid, 'VmRSS'),
     fdPeak,
+    queuePeak,
     cpu: { sidecar: pct(cpu0.sidecar, cpu1.sidecar), client: pct(cpu0.client, cpu1.client), upstream: pct(cpu0.upstream, cpu1.upstream) },
   };
 }
@@ -496,6 +518,7 @@ function report(results, meta) {
     ['requests, rate', (r) => `${r.requests} in ${r.seconds} s, ${r.rps} req/s`],
     ['errors', (r) => (Object.keys(r.errors).length === 0 ? '0' : Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(', '))],
     ['listen queue overflows / drops (TcpExt, system-wide)', (r) => `${r.listenOverflows ?? '-'} / ${r.listenDrops ?? '-'}`],
+    ['proxy listener accept queue, peak (sampled)', (r) => String(r.queuePeak)],
     ['sidecar RSS idle → peak → settled', (r) => `${mib(r.rssIdleKb)} → ${mib(r.rssPeakKb)} → ${mib(r.rssAfterKb)} (${OPT.settle} s after close)`],
     ['sidecar open fds, peak', (r) => String(r.fdPeak)],
     ['CPU % of a core: sidecar / client / upstream', (r) => `${r.cpu.sidecar} / ${r.cpu.client} / ${r.cpu.upstream}`],
