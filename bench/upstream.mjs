@@ -8,6 +8,7 @@
 //           the epoch time (sub-ms) at which it was written, so the client can compute one-way delay.
 // The https server listens on 127.0.0.1 and on the same port of every IP in BENCH_EXTRA_IPS (other
 // 127.0.0.0/8 addresses: "new host" targets that need no DNS and no /etc/hosts entry).
+// BENCH_BACKLOG sets the listen backlog (default 511, as Node's).
 // Prints one JSON line {"ready":true,"http":PORT,"https":PORT,"ips":[...]} on stdout.
 import http from 'node:http';
 import https from 'node:https';
@@ -21,6 +22,8 @@ const extraIps = (process.env.BENCH_EXTRA_IPS ?? '').split(',').filter(Boolean);
 const largeBytes = Number(process.env.BENCH_LARGE_BYTES ?? 50 * 1024 * 1024);
 const sseEvents = Number(process.env.BENCH_SSE_EVENTS ?? 10);
 const sseGapMs = Number(process.env.BENCH_SSE_GAP_MS ?? 100);
+// Listen backlog (Node's default 511): the soak raises it so the origin's queue is not what overflows.
+const backlog = Number(process.env.BENCH_BACKLOG ?? 511);
 
 const small = Buffer.alloc(1024, 'x');
 const large = crypto.randomBytes(largeBytes);
@@ -61,7 +64,7 @@ const opts = { keepAliveTimeout: 60_000, headersTimeout: 30_000, requestTimeout:
 const listen = (server, port, host) =>
   new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen(port, host, backlog, () => {
       server.off('error', reject);
       resolve(server.address().port);
     });

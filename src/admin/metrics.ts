@@ -17,7 +17,7 @@
  * values are the hosts configured in `[[sidecar.connector.hosts]]`, every other host is "other".
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ConnectorErrorKind } from '../core/outcome.js';
+import type { OutcomeErrorKind } from '../core/outcome.js';
 import type { Target, EnvelopeKind } from '../core/envelope.js';
 import type { AuditWriteMetrics, ConnectionBound, ConnectionMetrics, LeafCertificateStats, RateLimitMetrics, RateLimitRejection, RequestMetrics } from '../core/metrics.js';
 
@@ -32,7 +32,7 @@ export const OTHER_REASON = 'other';
 export const MAX_DECISION_SERIES = 500;
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
-const ERROR_KINDS: readonly ConnectorErrorKind[] = ['timeout', 'network', 'invalid_request', 'rate_limited', 'credential'];
+const ERROR_KINDS: readonly OutcomeErrorKind[] = ['timeout', 'network', 'invalid_request', 'rate_limited', 'credential', 'shutdown'];
 const REJECTIONS: readonly RateLimitRejection[] = ['rate_limited', 'limiter_unavailable'];
 
 /** Total time of dispatched requests: from sub-ms local answers to multi-minute model calls. */
@@ -63,7 +63,7 @@ interface HostCells {
   limited: boolean;
   /** Upstream responses by class, index = first digit - 1. */
   readonly responses: number[];
-  readonly errors: Record<ConnectorErrorKind, number>;
+  readonly errors: Record<OutcomeErrorKind, number>;
   waits: number;
   readonly rejections: Record<RateLimitRejection, number>;
   readonly wait: Histogram.Internal<'host'>;
@@ -144,7 +144,7 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
     });
     const errors: Counter<'host' | 'kind'> = new Counter({
       name: 'firma_connector_errors_total',
-      help: 'Dispatches that ended in a connector error, by kind (timeout, network, invalid_request, rate_limited, credential).',
+      help: 'Dispatches that ended in a connector error, by kind (timeout, network, invalid_request, rate_limited, credential), or cut by the shutdown drain (shutdown).',
       labelNames: ['host', 'kind'] as const,
       registers,
       collect: () => {
@@ -295,7 +295,7 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
       label,
       limited: false,
       responses: [0, 0, 0, 0, 0],
-      errors: { timeout: 0, network: 0, invalid_request: 0, rate_limited: 0, credential: 0 },
+      errors: { timeout: 0, network: 0, invalid_request: 0, rate_limited: 0, credential: 0, shutdown: 0 },
       waits: 0,
       rejections: { rate_limited: 0, limiter_unavailable: 0 },
       wait: this.#waitHistogram.labels(label),
@@ -351,7 +351,7 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
     cell.n++;
   }
 
-  outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: ConnectorErrorKind | null, durationMs: number): void {
+  outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: OutcomeErrorKind | null, durationMs: number): void {
     const cells = this.#byHost.get(target.host)?.get(target.port) ?? this.#other;
     if (upstreamStatus !== null) {
       const i = Math.floor(upstreamStatus / 100) - 1;

@@ -8,7 +8,7 @@ export const AUDIT_EVENT_VERSION = 1;
 
 export type AuditEventType = 'decision' | 'outcome' | 'approval' | 'lifecycle';
 export type AuditDecision = 'allow' | 'deny' | 'passthrough' | 'require_approval';
-export type AuditOutcomeError = 'timeout' | 'network' | 'invalid_request' | 'rate_limited' | 'credential';
+export type AuditOutcomeError = 'timeout' | 'network' | 'invalid_request' | 'rate_limited' | 'credential' | 'shutdown';
 /**
  * `requested` → one of `approved` | `denied` | `expired` (timed out) | `cancelled` (every waiting agent
  * disconnected). A standing grant is given by an `approved` event carrying `grant`; it ends with

@@ -99,8 +99,11 @@ class ForwardRelay extends Relay {
 
   readonly #onClientClose = (): void => {
     if (this.settled || this.#res.writableFinished) return;
-    this.controller?.abort(new FirmaError('FIRMA_CLIENT_CLOSED', CLIENT_CLOSED));
+    // Settle first: undici reports the abort back through onResponseError at once, and that must not
+    // become the outcome (it would record the agent's own close as a `network` failure).
+    const controller = this.controller;
     this.#finish({ status: this.upstreamStatus ?? 499, upstreamStatus: this.upstreamStatus, error: null, errorCode: null, clientAborted: true });
+    controller?.abort(new FirmaError('FIRMA_CLIENT_CLOSED', CLIENT_CLOSED));
   };
 
   readonly #onDrain = (): void => {

@@ -49,8 +49,16 @@ class UpgradeRelay extends Relay {
     this.#client = client;
     this.#head = head;
     this.#resolve = resolve;
-    client.on('error', () => this.controller?.abort(new FirmaError('FIRMA_CLIENT_CLOSED', 'agent closed the connection')));
+    client.on('error', this.#onClientError);
   }
+
+  /** The agent went away before the upstream answered: its abort, settled before undici reports it back. */
+  readonly #onClientError = (): void => {
+    if (this.settled || this.upstreamStatus !== null) return;
+    const controller = this.controller;
+    this.#finish({ status: 499, upstreamStatus: null, error: null, errorCode: null, clientAborted: true });
+    controller?.abort(new FirmaError('FIRMA_CLIENT_CLOSED', 'agent closed the connection'));
+  };
 
   #finish(o: Ending, bytesIn = 0): void {
     if (!this.settle()) return;

@@ -155,7 +155,12 @@ export const FIRMA_ERROR_CODES = Object.freeze({
     reply: DISPATCH_502,
     effect: 'Nothing is sent upstream; the failure is logged as a bug.',
   },
-  FIRMA_CLIENT_CLOSED: { meaning: 'The agent closed its connection mid-exchange: the abort reason given to undici.', reply: null, effect: 'Never reported; the audit outcome records client_aborted (status 499 when no upstream status).' },
+  FIRMA_CLIENT_CLOSED: { meaning: 'The agent closed its connection mid-exchange: the abort reason given to undici.', reply: null, effect: 'Never reported: the audit outcome has no error (status 499 when no upstream status) and the log line says client_aborted.' },
+  FIRMA_SHUTDOWN_CUT: {
+    meaning: 'The sidecar was stopping and the exchange was still running when drain_timeout_ms passed: the drain closed its connection.',
+    reply: null,
+    effect: 'The agent\'s connection is closed mid-answer; the audit outcome\'s error is shutdown with this code, and the stop lifecycle event counts the cuts.',
+  },
   FIRMA_DISPATCH_ABANDONED: { meaning: 'The abort reason for a request already answered before undici could start it.', reply: null, effect: 'Never reported.' },
 
   // The local CA (src/intercept/tls/ca.ts).

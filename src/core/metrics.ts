@@ -4,7 +4,7 @@
  * admin/, which implements them.
  */
 import type { Target, EnvelopeKind } from './envelope.js';
-import type { ConnectorErrorKind } from './outcome.js';
+import type { OutcomeErrorKind } from './outcome.js';
 
 export type RateLimitRejection = 'rate_limited' | 'limiter_unavailable';
 
@@ -13,7 +13,7 @@ export interface RequestMetrics {
   /** One request decided (labels as in its audit decision event). */
   decision(decision: string, stage: string, reason: string): void;
   /** One dispatch finished: upstream status class, connector error, and total time of plain requests. */
-  outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: ConnectorErrorKind | null, durationMs: number): void;
+  outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: OutcomeErrorKind | null, durationMs: number): void;
 }
 
 /** Token buckets, reported by the connector for configured (hence labelled) buckets only. */

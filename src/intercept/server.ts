@@ -158,7 +158,8 @@ export class Interceptor implements TransparentAcceptor {
     this.#server.closeIdleConnections();
     this.#ctx.tunnelServer.closeIdleConnections();
     await this.#opts.pipeline.whenIdle(graceMs);
-    const cut = this.#opts.pipeline.inFlight;
+    // Told before the sockets go, so the outcomes of what is cut say `shutdown`, not the agent's abort.
+    const cut = this.#opts.pipeline.cutInFlight();
     for (const s of this.#sockets) s.destroy();
     this.#sockets.clear();
     await closed;

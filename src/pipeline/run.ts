@@ -4,7 +4,7 @@ import type { Logger } from '../core/log.js';
 import type { RawRequest } from '../core/envelope.js';
 import { issueAllowed, type Allowed, type Permitted, type Verdict } from '../core/decision.js';
 import type { SidecarReply } from '../core/reply.js';
-import { emptyOutcome, type DispatchOutcome } from '../core/outcome.js';
+import { cutByShutdown, emptyOutcome, type DispatchOutcome } from '../core/outcome.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Connector } from '../connector/connector.js';
 import { Answers, type RefusedConnection } from './answer.js';
@@ -53,6 +53,8 @@ export class RequestPipeline {
   readonly #answers: Answers;
   #inFlight = 0;
   #idleWaiters: Array<() => void> = [];
+  /** The drain bound passed: every outcome recorded from now on is of an exchange the sidecar cut. */
+  #cut = false;
 
   constructor(opts: PipelineOptions) {
     this.#o = opts;
@@ -74,6 +76,17 @@ export class RequestPipeline {
         resolve();
       });
     });
+  }
+
+  /**
+   * The shutdown drain's bound passed and the interceptor is about to close every connection left
+   * (docs/commands.md "Shutdown"). Whatever is in flight now ends because the sidecar cut it, so its
+   * outcome says `shutdown` rather than what the connector saw as the sockets went (the agent's side
+   * closing, undici destroyed), and the count matches the stop event's. Returns that count.
+   */
+  cutInFlight(): number {
+    this.#cut = true;
+    return this.#inFlight;
   }
 
   /**
@@ -177,15 +190,21 @@ export class RequestPipeline {
 
   #finished(allowed: Allowed, outcome: DispatchOutcome, started: number): void {
     this.#end();
-    this.#o.audit.outcome(allowed, outcome, performance.now() - started);
-    logRequest(this.#o.log, allowed, null, outcome, started);
+    logRequest(this.#o.log, allowed, null, this.#recordOutcome(allowed, outcome, started), started);
+  }
+
+  /** The audit outcome event of a dispatch (docs/audit.md "`outcome` events"); returns what was recorded. */
+  #recordOutcome(allowed: Allowed, outcome: DispatchOutcome, started: number): DispatchOutcome {
+    const recorded = this.#cut ? cutByShutdown(outcome) : outcome;
+    this.#o.audit.outcome(allowed, recorded, performance.now() - started);
+    return recorded;
   }
 
   #dispatchThrew(allowed: Allowed, err: unknown, started: number): void {
     this.#end();
     this.#o.log.error({ err, request_id: allowed.envelope.requestId }, 'dispatch failed');
     // Its decision event is written: the log must say how it ended, too.
-    this.#o.audit.outcome(allowed, emptyOutcome(502, 'network'), performance.now() - started);
+    this.#recordOutcome(allowed, emptyOutcome(502, 'network'), started);
   }
 
   /** A throw past the decision is a bug: log it and cut this exchange, never the process. */
@@ -223,7 +242,7 @@ export class RequestPipeline {
     const dialed = await this.#o.connector.dialTunnel(allowed);
     if (!dialed.ok) {
       this.#end();
-      this.#o.audit.outcome(allowed, emptyOutcome(dialed.reply.status, dialed.error), performance.now() - started);
+      this.#recordOutcome(allowed, emptyOutcome(dialed.reply.status, dialed.error), started);
       this.#answerTunnel(socket, transparent, { ...dialed.reply, requestId: raw.requestId }, allowed);
       return;
     }
@@ -235,8 +254,8 @@ export class RequestPipeline {
       socket.destroy();
       this.#end();
       const refusal: SidecarReply = { status: 400, decision: 'deny', stage: 'intercept', reason: opened.reason, message: '', requestId: raw.requestId };
-      this.#o.audit.outcome(allowed, emptyOutcome(400, 'invalid_request', opened.reason), performance.now() - started);
-      logRequest(this.#o.log, allowed, refusal, null, started);
+      const recorded = this.#recordOutcome(allowed, emptyOutcome(400, 'invalid_request', opened.reason), started);
+      logRequest(this.#o.log, allowed, recorded.error === 'shutdown' ? null : refusal, recorded, started);
       return;
     }
     const outcome = await this.#o.connector.relayTunnel(allowed, socket, upstream, opened.firstBytes);

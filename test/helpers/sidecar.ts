@@ -100,7 +100,7 @@ export async function startTestSidecar(extraToml = '', sections: TestSidecarOpti
   const toml = `
 [sidecar]
 ${sections.sidecar?.includes('log_level') === true ? '' : 'log_level = "info"'}
-drain_timeout_ms = 2000
+${sections.sidecar?.includes('drain_timeout_ms') === true ? '' : 'drain_timeout_ms = 2000'}
 ${sections.sidecar ?? ''}
 [sidecar.interceptor]
 listen = "127.0.0.1:0"

@@ -18,6 +18,8 @@ const OK: DispatchOutcome = { status: 200, upstreamStatus: 200, error: null, err
 interface Recording {
   readonly steps: string[];
   readonly logLines: Array<Record<string, unknown>>;
+  /** Every outcome the audit was given. */
+  readonly outcomes: DispatchOutcome[];
   auditWorks: boolean;
   dispatch: (a: Allowed, res: ServerResponse) => Promise<DispatchOutcome>;
 }
@@ -28,6 +30,7 @@ function harness(opts: { sidecar?: string; mapping?: string } = {}): { pipeline:
   const rec: Recording = {
     steps: [],
     logLines: [],
+    outcomes: [],
     auditWorks: true,
     dispatch: async (_a, res) => {
       res.writeHead(200).end('ok');
@@ -44,6 +47,7 @@ function harness(opts: { sidecar?: string; mapping?: string } = {}): { pipeline:
     },
     outcome: (_d: Verdict, o: DispatchOutcome) => {
       rec.steps.push(`audit.outcome ${o.status}`);
+      rec.outcomes.push(o);
     },
     refused: (r: SidecarReply) => {
       rec.steps.push(`audit.refused ${r.reason}`);
@@ -138,6 +142,30 @@ t.test('a connector that throws still gets its outcome recorded, and the agent a
   const answer = await ended;
   t.equal(answer.status, 502);
   t.same(rec.steps, ['audit.decision allow', 'connector.forward issued=true', 'audit.outcome 502']);
+  t.equal(pipeline.inFlight, 0);
+});
+
+t.test('the drain bound passed: what is still in flight is recorded as cut by the shutdown, not as the agent\'s abort', async (t) => {
+  const { pipeline, rec, close } = harness();
+  t.teardown(close);
+  // Two downloads: one had its answer started when the drain cut it, one was still waiting for it.
+  const finishers: Array<(o: DispatchOutcome) => void> = [];
+  rec.dispatch = () => new Promise<DispatchOutcome>((resolve) => finishers.push(resolve));
+  for (let i = 0; i < 2; i++) {
+    const { req, res } = exchange('POST', 'api.openai.com');
+    pipeline.request(rawRequest('POST', 'api.openai.com', '/v1/chat/completions'), req, res);
+  }
+  while (finishers.length < 2) await settled();
+  t.equal(pipeline.cutInFlight(), 2, 'the count the stop event reports');
+  const aborted = { ...OK, bytesOut: 5, clientAborted: true, responseHash: 'sha256:ab' };
+  finishers[0]?.(aborted);
+  finishers[1]?.({ ...aborted, status: 499, upstreamStatus: null, bytesOut: 0, responseHash: null });
+  while (rec.outcomes.length < 2) await settled();
+  t.match(rec.outcomes, [
+    { status: 200, upstreamStatus: 200, error: 'shutdown', errorCode: 'FIRMA_SHUTDOWN_CUT', clientAborted: false, bytesOut: 5, responseHash: 'sha256:ab' },
+    { status: 503, upstreamStatus: null, error: 'shutdown', errorCode: 'FIRMA_SHUTDOWN_CUT', clientAborted: false },
+  ]);
+  t.match(rec.logLines, [{ error: 'shutdown', error_code: 'FIRMA_SHUTDOWN_CUT' }, { error: 'shutdown', status: 503 }]);
   t.equal(pipeline.inFlight, 0);
 });
 
