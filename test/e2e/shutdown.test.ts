@@ -15,8 +15,11 @@ interface Ev {
   [k: string]: unknown;
 }
 
+/** The complete lines of the live log (the writer may be mid-line while the test reads). */
 function events(sc: TestSidecar): Ev[] {
-  return readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Ev);
+  const lines = readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8').split('\n');
+  lines.pop(); // after the last newline: empty, or a line still being written
+  return lines.map((l) => JSON.parse(l) as Ev);
 }
 
 /** The outcome event of the request whose decision named `path`. */
