@@ -90,28 +90,32 @@ t.test('SIGKILL under load with fsync = "always": every 200 the client got has i
   const dir = configDir(loopbackSidecar() + '\n[audit]\nfsync = "always"\n');
   const sc = await spawnSidecar(['start'], { cwd: dir });
   t.teardown(() => sc.proc.kill('SIGKILL'));
-  const agent = new ProxyAgent({ uri: `http://127.0.0.1:${sc.proxyPort}`, connections: 16 });
+  const agent = new ProxyAgent({ uri: `http://127.0.0.1:${sc.proxyPort}`, connections: 64 });
   t.teardown(() => agent.destroy());
   // Each request carries its number as a query *name* (values are redacted in the log, names are kept).
   const served: number[] = [];
   let next = 0;
   let killed = false;
   const worker = async (): Promise<void> => {
-    while (!killed && next < 5_000) {
+    while (!killed && next < 10_000) {
       const n = next++;
       try {
         const r = await request(`${up.origin}/echo?k${n}=1`, { dispatcher: agent, headersTimeout: 5_000, bodyTimeout: 5_000 });
         await r.body.text();
-        if (r.statusCode === 200) served.push(n);
+        if (r.statusCode === 200 && !killed) served.push(n);
+        // Killed the moment a response lands: the requests decided just before it are the ones at risk.
+        if (served.length >= 600 && !killed) {
+          killed = true;
+          sc.proc.kill('SIGKILL');
+        }
       } catch {
         // cut by the kill
       }
     }
   };
-  const load = Promise.all(Array.from({ length: 16 }, worker));
-  t.ok(await until(() => served.length >= 300, 15_000), 'load running');
+  const load = Promise.all(Array.from({ length: 64 }, worker));
+  t.ok(await until(() => killed, 20_000), 'killed mid-load');
   sc.proc.kill('SIGKILL');
-  killed = true;
   await sc.exited;
   await load;
   const logged = new Set<string>();
