@@ -11,12 +11,12 @@ export type AuditDecision = 'allow' | 'deny' | 'passthrough' | 'require_approval
 export type AuditOutcomeError = 'timeout' | 'network' | 'invalid_request' | 'rate_limited' | 'credential' | 'shutdown';
 /**
  * `requested` → one of `approved` | `denied` | `expired` (timed out) | `cancelled` (every waiting agent
- * disconnected). A standing grant is given by an `approved` event carrying `grant`; it ends with
+ * disconnected) | `abandoned` (still open when the sidecar died; written at the next start). A standing grant is given by an `approved` event carrying `grant`; it ends with
  * `revoked` (by a person) or `expired`, both carrying the same `grant`.
  */
 export type { ApprovalAction as AuditApprovalAction, GrantRecord as AuditGrant } from '../core/approval.js';
 export { redactQuery } from '../core/redact.js';
-export type AuditLifecycleEvent = 'start' | 'stop' | 'reload' | 'audit_recovered' | 'audit_failed';
+export type AuditLifecycleEvent = 'start' | 'stop' | 'reload' | 'audit_recovered' | 'audit_failed' | 'audit_repaired';
 
 /** Fields the writer assigns (seq, ts, chain, signature): never supplied by callers. */
 export interface AuditIntegrity {

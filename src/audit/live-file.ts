@@ -1,4 +1,4 @@
-import { close, constants, fstat, fsync, open, rename, write } from 'node:fs';
+import { close, constants, fstat, fsync, ftruncate, open, rename, write } from 'node:fs';
 import { rotatedName } from './files.js';
 
 export const LIVE_FILE_FLAGS = constants.O_APPEND | constants.O_CREAT | constants.O_WRONLY;
@@ -7,6 +7,7 @@ export const LIVE_FILE_FLAGS = constants.O_APPEND | constants.O_CREAT | constant
 export const writeAsync = (fd: number, buf: Buffer, off: number, len: number): Promise<number> =>
   new Promise((res, rej) => write(fd, buf, off, len, null, (err, n) => (err ? rej(err) : res(n))));
 export const fsyncAsync = (fd: number): Promise<void> => new Promise((res, rej) => fsync(fd, (err) => (err ? rej(err) : res())));
+export const ftruncateAsync = (fd: number, len: number): Promise<void> => new Promise((res, rej) => ftruncate(fd, len, (err) => (err ? rej(err) : res())));
 export const closeAsync = (fd: number): Promise<void> => new Promise((res, rej) => close(fd, (err) => (err ? rej(err) : res())));
 const renameAsync = (a: string, b: string): Promise<void> => new Promise((res, rej) => rename(a, b, (err) => (err ? rej(err) : res())));
 const openAsync = (p: string): Promise<number> => new Promise((res, rej) => open(p, LIVE_FILE_FLAGS, 0o600, (err, fd) => (err ? rej(err) : res(fd))));

@@ -65,11 +65,28 @@ export class AuditRecorder {
   decision(d: Verdict, reply: SidecarReply | null = null): boolean {
     if (d.verdict === 'allow' && !this.#writer.available) {
       // Fail closed: while the log cannot be written nothing is dispatched. The refusal itself is
-      // queued (written when the log recovers, in order) so the gap is explained in the log.
+      // queued (written when the log recovers, in order) and counted, so the gap is explained in the log.
       this.#append(this.#decisionBody(d, AUDIT_UNAVAILABLE));
+      this.#writer.noteRefused();
       return false;
     }
-    return this.#append(this.#decisionBody(d, reply));
+    const ok = this.#append(this.#decisionBody(d, reply));
+    if (!ok && d.verdict === 'allow') this.#writer.noteRefused();
+    return ok;
+  }
+
+  /**
+   * With `[audit] fsync = "always"`: resolves true once the decision just recorded is on disk, false
+   * when writing failed first (then it must not be dispatched); null when fsync is "interval" or
+   * "never" and nothing is waited for (docs/audit.md "Durability").
+   */
+  committed(): Promise<boolean> | null {
+    const durable = this.#writer.durable();
+    if (durable === null) return null;
+    return durable.then((ok) => {
+      if (!ok) this.#writer.noteRefused();
+      return ok;
+    });
   }
 
   /**
@@ -77,9 +94,10 @@ export class AuditRecorder {
    * when the log cannot take it: the request must then not be held (fail closed).
    */
   held(h: Held, approvalId: string): boolean {
-    if (!this.#writer.available) return false;
     // Not counted in firma_requests_total: the request's final decision is (the hold is firma_approvals_pending).
-    return this.#append(this.#decisionBody(h, null, approvalId), false);
+    if (this.#writer.available && this.#append(this.#decisionBody(h, null, approvalId), false)) return true;
+    this.#writer.noteRefused();
+    return false;
   }
 
   /** An approval's step (docs/audit.md `approval` event). False when the log cannot take it. */

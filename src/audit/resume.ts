@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import type { AuditEvent } from './events.js';
+import { moveTornTail, type TornTail } from './torn-tail.js';
 import { sealProblem, shapeProblem } from './verify.js';
 import { AuditWriterError } from './writer-error.js';
 
@@ -29,9 +30,9 @@ function countLines(file: string): number {
 }
 
 /**
- * Reads the last event of `file` to continue the chain. Any doubt about it (partial line, bad JSON, bad
- * hash or signature) refuses to open: silently starting a new chain would hide exactly the tampering or
- * loss the log exists to reveal.
+ * Reads the last event of `file` to continue the chain. A torn last line (no newline) was moved aside
+ * before (torn-tail.ts); any doubt about the last complete one (bad JSON, bad hash or signature) refuses
+ * to open: silently starting a new chain would hide exactly the tampering or loss the log exists to reveal.
  */
 function readTail(file: string, publicKey: KeyObject): ChainTail | null {
   const fd = openSync(file, 'r');
@@ -58,6 +59,7 @@ function readTail(file: string, publicKey: KeyObject): ChainTail | null {
       `${file}:${line}: ${problem}; refusing to continue the audit chain — run "firma audit verify", then repair or move the file aside`,
     );
   };
+  // moveTornTail ran first, so this is a file that changed under us: refuse rather than guess.
   if (!text.endsWith('\n')) return corrupt(countLines(file) + 1, 'last line is incomplete (no newline)');
   const start = text.lastIndexOf('\n', text.length - 2) + 1;
   if (start === 0 && size > TAIL_BYTES) return corrupt(countLines(file), 'last line is longer than 1 MiB');
@@ -74,12 +76,20 @@ function readTail(file: string, publicKey: KeyObject): ChainTail | null {
   return { seq: e.seq, hash: e.hash };
 }
 
+/** Where the chain resumes, and the torn last lines moved aside to get there. */
+export interface Resumed {
+  readonly tail: ChainTail | null;
+  readonly torn: readonly TornTail[];
+}
+
 /**
- * The tail of the newest non-empty file of a log, to resume its chain from; null for a log with no
- * event yet. `rotated` is the log's rotated files, oldest first (files.ts). Throws FIRMA_AUDIT_CORRUPT
- * when that last event is in doubt (docs/audit.md).
+ * The tail of the newest non-empty file of a log, to resume its chain from (tail null for a log with no
+ * event yet). `rotated` is the log's rotated files, oldest first (files.ts). A torn last line is moved
+ * aside first (docs/audit.md "Torn last line"). Throws FIRMA_AUDIT_CORRUPT when the last complete event
+ * is in doubt, FIRMA_AUDIT_REPAIR when a torn line cannot be cut off.
  */
-export function resumeChain(path: string, rotated: ReadonlyArray<{ readonly path: string }>, publicKey: KeyObject): ChainTail | null {
+export function resumeChain(path: string, rotated: ReadonlyArray<{ readonly path: string }>, publicKey: KeyObject): Resumed {
+  const torn: TornTail[] = [];
   // Newest first: the live file, then rotated files from the highest number (empty ones are skipped).
   const candidates = [path, ...rotated.map((r) => r.path).reverse()];
   for (const file of candidates) {
@@ -90,8 +100,10 @@ export function resumeChain(path: string, rotated: ReadonlyArray<{ readonly path
       // Missing live file: fall through to the rotated ones.
     }
     if (!regular) continue; // e.g. a device such as /dev/full: nothing to resume from
+    const cut = moveTornTail(file);
+    if (cut !== null) torn.push(cut);
     const tail = readTail(file, publicKey);
-    if (tail !== null) return tail;
+    if (tail !== null) return { tail, torn };
   }
-  return null;
+  return { tail: null, torn };
 }

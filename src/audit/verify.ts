@@ -5,8 +5,16 @@ import { COMMON_FIELDS, REQUIRED_FIELDS, type AuditEvent, type AuditEventType } 
 import { auditFileSet } from './files.js';
 import { keyFingerprint } from './keys.js';
 
+/** A lifecycle `audit_repaired` event: a torn last line moved aside, the chain continued past it. */
+export interface VerifiedRepair {
+  readonly file: string;
+  readonly line: number;
+  readonly seq: number;
+  readonly detail: string;
+}
+
 export type VerifyResult =
-  | { ok: true; events: number; headHash: string; lastSeq: number }
+  | { ok: true; events: number; headHash: string; lastSeq: number; repairs: VerifiedRepair[] }
   | { ok: false; file: string; line: number; problem: string };
 
 export interface VerifyOptions {
@@ -116,6 +124,7 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
   let prevHash: string | null = null;
   let prevSeq = 0;
   let events = 0;
+  const repairs: VerifiedRepair[] = [];
   for (const file of files) {
     let lines: Line[];
     try {
@@ -139,7 +148,7 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
       try {
         parsed = JSON.parse(l.text);
       } catch {
-        return bad(l.terminated ? 'not JSON' : 'not JSON (truncated last line)');
+        return bad(l.terminated ? 'not JSON' : 'not JSON (truncated last line; "firma audit repair" moves it aside)');
       }
       const shape = shapeProblem(parsed);
       if (shape !== null) return bad(shape);
@@ -147,7 +156,7 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
       const seal = sealProblem(e, publicKey);
       if (seal === 'bad signature') return bad(otherKeyProblem(files, publicKey) ?? seal);
       if (seal !== null) return bad(seal);
-      if (!l.terminated) return bad('truncated last line (no newline)');
+      if (!l.terminated) return bad('truncated last line (no newline); "firma audit repair" moves it aside');
 
       if (prevHash === null) {
         if (e.seq === 1) {
@@ -170,8 +179,9 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
       prevSeq = e.seq;
       prevHash = e.hash;
       events++;
+      if (e.type === 'lifecycle' && e.event === 'audit_repaired') repairs.push({ file: l.file, line: l.line, seq: e.seq, detail: e.detail ?? '' });
     }
   }
-  if (prevHash === null) return { ok: true, events: 0, headHash: GENESIS_HASH, lastSeq: 0 };
-  return { ok: true, events, headHash: prevHash, lastSeq: prevSeq };
+  if (prevHash === null) return { ok: true, events: 0, headHash: GENESIS_HASH, lastSeq: 0, repairs };
+  return { ok: true, events, headHash: prevHash, lastSeq: prevSeq, repairs };
 }

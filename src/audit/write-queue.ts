@@ -3,8 +3,9 @@ const MAX_BATCH_BYTES = 1024 * 1024;
 
 /**
  * Signed lines waiting to be written, in order. A write that fails or comes back short keeps the
- * unwritten bytes at the head: the next batch starts exactly where the file ends, so no byte is lost
- * or duplicated.
+ * unwritten bytes at the head: the writer cuts the file back to its last whole line and consumes only
+ * whole lines, so the next batch starts exactly where the file ends and no byte is lost or duplicated
+ * (when the cut itself fails, the next batch finishes the partly written line instead).
  */
 export class WriteQueue {
   private readonly lines: Array<Buffer | undefined> = [];
@@ -12,10 +13,15 @@ export class WriteQueue {
   /** Bytes of lines[start] already written. */
   private headOffset = 0;
   private queuedBytes = 0;
+  private done = 0;
 
   /** Lines not yet written in full. */
   get length(): number {
     return this.lines.length - this.start;
+  }
+  /** Lines written in full since the queue was made (the writer turns it into a seq). */
+  get linesDone(): number {
+    return this.done;
   }
   /** Their size in bytes (whole lines, counting a partly written one in full). */
   get bytes(): number {
@@ -66,6 +72,7 @@ export class WriteQueue {
       this.queuedBytes -= b.length;
       this.lines[this.start] = undefined;
       this.start++;
+      this.done++;
       this.headOffset = 0;
     }
     if (this.start > 4096 && this.start * 2 > this.lines.length) {

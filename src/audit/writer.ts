@@ -4,12 +4,16 @@ import { errorCode } from '../core/errors.js';
 import type { AuditWriteMetrics } from '../core/metrics.js';
 import { GENESIS_HASH } from './chain.js';
 import type { AuditEventBody } from './events.js';
+import { CommitWaiters } from './commit.js';
 import { listRotated } from './files.js';
 import { keyFingerprint, loadOrCreateAuditKeys } from './keys.js';
-import { closeAsync, fsyncAsync, LIVE_FILE_FLAGS, reopenLiveFile, rotateLiveFile, writeAsync, type LiveFile } from './live-file.js';
+import { closeAsync, fsyncAsync, ftruncateAsync, LIVE_FILE_FLAGS, reopenLiveFile, rotateLiveFile, writeAsync, type LiveFile } from './live-file.js';
+import { openApprovals } from './open-approvals.js';
+import { RefusalTally } from './refusals.js';
 import { resumeChain } from './resume.js';
 import { ChainSealer } from './sealer.js';
 import { createSigner, type HashSigner } from './signer.js';
+import { repairDetail, type TornTail } from './torn-tail.js';
 import { WriteQueue } from './write-queue.js';
 import { AuditWriterError } from './writer-error.js';
 
@@ -20,8 +24,9 @@ export interface AuditWriterOptions {
   readonly path: string;
   readonly keyDir: string;
   /**
-   * 'always': fsync after every batch (a crash loses nothing that was written); 'interval': every
-   * `fsyncIntervalMs` (default 100; a crash may lose up to that much); 'never': the OS decides.
+   * 'always': fsync after every batch, and `durable()` lets a caller wait for its event to be on disk
+   * (group commit); 'interval': every `fsyncIntervalMs` (default 100); 'never': the OS decides. What a
+   * crash can lose with each: docs/audit.md "Durability".
    */
   readonly fsync: AuditFsync;
   readonly fsyncIntervalMs?: number;
@@ -40,15 +45,24 @@ const RETRY_MS = 250;
 
 const errCode = (err: unknown): string => errorCode(err) ?? 'EUNKNOWN';
 
+/** What opening the log repaired before the chain went on (docs/audit.md "Torn last line", "Approvals in the log"). */
+export interface AuditRecovery {
+  readonly torn: readonly TornTail[];
+  /** Approvals a previous run left open, now closed with `abandoned` events. */
+  readonly abandoned: number;
+}
+
 /**
  * The single writer of the audit log. `append` decides the chain on the event loop, in call order, and
  * hands the hash to the signer (sealer.ts, signer.ts): a worker thread, so Ed25519 (~40–100 µs an
  * event) stays off the event loop and each request's critical path, or inline when the process is
  * confined to one CPU. Signed lines come back in order, batched, and join the write queue
  * (write-queue.ts); one async loop writes batches with `fs.write` to an O_APPEND fd, rotating the live
- * file when it is full (live-file.ts). On a write error the unwritten bytes stay queued in order,
- * `available` turns false, and the loop retries every 250 ms (reopening the path) until a write
- * succeeds, then logs `audit_recovered` (docs/audit.md).
+ * file when it is full (live-file.ts). On a write error the file is cut back to its last whole line,
+ * the unwritten lines stay queued in order, `available` turns false, and the loop retries every 250 ms
+ * (reopening the path) until a write succeeds, then logs `audit_recovered` with what the outage
+ * refused (docs/audit.md "Fail closed"). With fsync "always", callers await `durable()` before
+ * dispatching; one fsync per batch serves them all (commit.ts).
  */
 export class AuditWriter {
   private avail = true;
@@ -63,6 +77,11 @@ export class AuditWriter {
   private readonly syncTimer: NodeJS.Timeout | null = null;
   private idleWaiters: Array<() => void> = [];
   private failWaiters: Array<() => void> = [];
+  private readonly commits: CommitWaiters;
+  private readonly refusals = new RefusalTally();
+  private readonly startSeq: number;
+  /** What `open` repaired (torn last lines moved aside, approvals closed as abandoned). */
+  recovery: AuditRecovery = { torn: [], abandoned: 0 };
 
   private constructor(
     private readonly opts: AuditWriterOptions,
@@ -73,6 +92,8 @@ export class AuditWriter {
     readonly keyFingerprint: string,
   ) {
     this.sealer = new ChainSealer(signer, start, this.queue, () => this.kick());
+    this.startSeq = start.seq;
+    this.commits = new CommitWaiters(start.seq);
     if (opts.fsync === 'interval') {
       this.syncTimer = setInterval(() => {
         if (this.live.dirty) {
@@ -84,24 +105,46 @@ export class AuditWriter {
     }
   }
 
-  /** Opens (creating the key pair and file when missing) and resumes the chain from the newest file. */
+  /**
+   * Opens (creating the key pair and file when missing) and resumes the chain from the newest file. A
+   * torn last line is moved aside and recorded (`audit_repaired`), and approvals a killed run left open
+   * are closed (`abandoned`), before anything else is appended (docs/audit.md).
+   */
   static open(opts: AuditWriterOptions): AuditWriter {
     const keys = loadOrCreateAuditKeys(opts.keyDir);
     mkdirSync(dirname(opts.path), { recursive: true, mode: 0o700 });
     const rotated = listRotated(opts.path);
-    const tail = resumeChain(opts.path, rotated, keys.publicKey);
+    const { tail, torn } = resumeChain(opts.path, rotated, keys.publicKey);
+    const open = openApprovals([...rotated.map((r) => r.path), opts.path]);
     let fd: number;
     try {
       fd = openSync(opts.path, LIVE_FILE_FLAGS, 0o600);
     } catch (err: unknown) {
       throw new AuditWriterError('FIRMA_AUDIT_OPEN', `cannot open audit file ${opts.path} (${errCode(err)})`, { cause: err });
     }
-    return new AuditWriter(opts, createSigner(keys.privateKey), { seq: tail?.seq ?? 0, head: tail?.hash ?? GENESIS_HASH }, {
+    const w = new AuditWriter(opts, createSigner(keys.privateKey), { seq: tail?.seq ?? 0, head: tail?.hash ?? GENESIS_HASH }, {
       fd,
       bytes: fstatSync(fd).size,
       dirty: false,
       nextRotation: (rotated[rotated.length - 1]?.n ?? 0) + 1,
     }, keyFingerprint(keys.publicKey));
+    for (const t of torn) {
+      w.sealer.seal({ type: 'lifecycle', event: 'audit_repaired', detail: repairDetail(t, tail?.seq ?? 0), request_id: null, agent_id: null });
+    }
+    for (const a of open) {
+      w.sealer.seal({
+        type: 'approval',
+        request_id: a.requestId,
+        agent_id: a.agentId,
+        approval_id: a.approvalId,
+        action: 'abandoned',
+        approver: null,
+        reason: 'sidecar_restarted',
+        grant: null,
+      });
+    }
+    w.recovery = { torn, abandoned: open.length };
+    return w;
   }
 
   /** False while events cannot be written: callers refuse requests (fail closed). */
@@ -127,7 +170,12 @@ export class AuditWriter {
    */
   append(body: AuditEventBody): boolean {
     if (this.closed) return false;
-    if (this.pending >= AUDIT_QUEUE_MAX_EVENTS || this.queue.bytes >= AUDIT_QUEUE_MAX_BYTES) return false;
+    if (this.pending >= AUDIT_QUEUE_MAX_EVENTS || this.queue.bytes >= AUDIT_QUEUE_MAX_BYTES) {
+      this.refusals.unrecordedEvent();
+      return false;
+    }
+    // The queue had filled while the disk still worked (too slow): say so once it takes events again.
+    if (this.avail && !this.refusals.empty) this.sealLifecycle('audit_recovered', `queue_full${this.refusals.take()}`);
     try {
       this.sealer.seal(body);
       return true;
@@ -135,6 +183,22 @@ export class AuditWriter {
       // Only a body that cannot be serialised gets here (e.g. a BigInt from an untyped caller).
       return false;
     }
+  }
+
+  /** A request refused because the log could not take its events: counted into the next `audit_recovered`. */
+  noteRefused(): void {
+    this.refusals.request();
+  }
+
+  /**
+   * With fsync "always": resolves true once every event appended so far is written and fsynced, false
+   * if writing fails first (the caller must then not dispatch). One fsync settles every waiter it
+   * covers (group commit). Null with "interval" or "never": there is nothing to wait for.
+   */
+  durable(): Promise<boolean> | null {
+    if (this.opts.fsync !== 'always') return null;
+    if (this.closed || !this.avail) return Promise.resolve(false);
+    return this.commits.wait(this.sealer.seq);
   }
 
   /** Resolves once every event appended before the call is written and fsynced; waits through an outage. */
@@ -158,6 +222,7 @@ export class AuditWriter {
       });
     }
     if (!this.avail) {
+      this.commits.failAll();
       if (this.retryTimer !== null) clearTimeout(this.retryTimer);
       this.retryTimer = null;
       await this.sealer.close();
@@ -204,12 +269,19 @@ export class AuditWriter {
           const started = performance.now();
           try {
             while (off < batch.length) off += await writeAsync(fd, batch, off, batch.length - off);
+          } catch (err: unknown) {
+            off = await this.keepWholeLines(fd, batch, off);
+            throw err;
           } finally {
             this.queue.consume(off);
             this.live.bytes += off;
             if (off > 0) this.live.dirty = true;
           }
-          if (this.opts.fsync === 'always') await fsyncAsync(fd);
+          if (this.opts.fsync === 'always') {
+            await fsyncAsync(fd);
+            this.live.dirty = false;
+            this.commits.settle(this.startSeq + this.queue.linesDone);
+          }
           this.opts.metrics?.auditWritten((performance.now() - started) / 1000);
           if (!this.avail) this.recovered();
         } else if (this.syncDue) {
@@ -231,8 +303,31 @@ export class AuditWriter {
     }
   }
 
+  /**
+   * A write failed after `off` bytes of `batch`: cut the file back to the end of its last whole line,
+   * so a kill during the outage cannot leave a torn line (docs/audit.md "Fail closed"). Returns the
+   * bytes that stay written. If the cut fails too, the partial line stays and the queue finishes it on
+   * the next write (the start of a later run moves it aside if none comes).
+   */
+  private async keepWholeLines(fd: number, batch: Buffer, off: number): Promise<number> {
+    if (off === 0) return 0;
+    const whole = batch.lastIndexOf(0x0a, off - 1) + 1;
+    if (whole === off) return off;
+    try {
+      await ftruncateAsync(fd, this.live.bytes + whole);
+      return whole;
+    } catch {
+      return off;
+    }
+  }
+
+  private sealLifecycle(event: 'audit_failed' | 'audit_recovered', detail: string): void {
+    this.sealer.seal({ type: 'lifecycle', event, detail, request_id: null, agent_id: null });
+  }
+
   private failed(err: unknown): void {
     this.lastError = err;
+    this.commits.failAll();
     this.opts.metrics?.auditWriteFailed();
     const fd = this.live.fd;
     this.live.fd = null;
@@ -240,7 +335,7 @@ export class AuditWriter {
     if (this.avail) {
       this.avail = false;
       // Recorded in the chain (written after recovery) so the outage's start is part of the log.
-      this.sealer.seal({ type: 'lifecycle', event: 'audit_failed', detail: errCode(err), request_id: null, agent_id: null });
+      this.sealLifecycle('audit_failed', errCode(err));
       this.opts.onStateChange?.(false, err);
     }
     const waiters = this.failWaiters;
@@ -272,7 +367,8 @@ export class AuditWriter {
 
   private recovered(): void {
     this.avail = true;
-    this.sealer.seal({ type: 'lifecycle', event: 'audit_recovered', detail: errCode(this.lastError), request_id: null, agent_id: null });
+    // What the outage cost: the requests refused and the events never queued, with the span (docs/audit.md "Fail closed").
+    this.sealLifecycle('audit_recovered', `${errCode(this.lastError)}${this.refusals.take()}`);
     this.lastError = null;
     this.opts.onStateChange?.(true);
   }

@@ -18,6 +18,8 @@ usage:
   firma audit verify [PATH...] [--public-key FILE]
                                      verify the hash chain and every signature; exit 1 naming the first bad line
   firma audit key                    print the audit public key (to verify elsewhere)
+  firma audit repair [--config PATH] move a torn last line (left by an older version) aside and record it;
+                                     run with the sidecar stopped (start does this by itself)
   firma audit tail [-f] [--decision D] [--agent A] [--host H]
                                      a readable view of the audit log, one line per request
   firma approvals list [--admin URL] requests held for approval, and standing grants

@@ -306,7 +306,7 @@ export const firmaConfigSchema = s
         fsync: s
           .enum(['always', 'interval', 'never'])
           .default('interval')
-          .describe('"always": fsync after every write (nothing acknowledged is lost); "interval": every fsync_interval_ms (a crash loses at most that much); "never": leave it to the OS.'),
+          .describe('"always": a request is dispatched only once its decision event is fsynced (group commit); "interval": fsync every fsync_interval_ms; "never": leave it to the OS. What a crash can lose: docs/audit.md "Durability".'),
         fsync_interval_ms: s.integer({ min: 1, max: 60_000 }).default(100).describe('With fsync = "interval": how often.'),
         max_file_bytes: s
           .integer({ min: 4096, max: 1_099_511_627_776 })

@@ -2,7 +2,8 @@
  * What the approval stage reports to the audit log (docs/audit.md, `approval` events). Here, not in
  * enforce/ or audit/, because both sides speak it and neither may import the other.
  */
-export type ApprovalAction = 'requested' | 'approved' | 'denied' | 'expired' | 'cancelled' | 'revoked';
+/** `abandoned`: still open when the sidecar died (SIGKILL); the audit writer closes it at the next start. */
+export type ApprovalAction = 'requested' | 'approved' | 'denied' | 'expired' | 'cancelled' | 'revoked' | 'abandoned';
 
 /** What a standing grant lets through without asking: this agent, this action class (on this host). */
 export interface GrantRecord {

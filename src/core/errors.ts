@@ -96,11 +96,16 @@ export const FIRMA_ERROR_CODES = Object.freeze({
   FIRMA_AUDIT_KEY_INSECURE: { meaning: 'The audit private key is readable by group or others (the message gives the chmod).', reply: null, effect: START_ONLY },
   FIRMA_AUDIT_KEY_INVALID: { meaning: 'The audit private key is not a PEM private key, or not Ed25519.', reply: null, effect: START_ONLY },
   FIRMA_AUDIT_CORRUPT: {
-    meaning: 'The last line of the existing audit file is incomplete, too long or not a valid event: the chain is not continued.',
+    meaning: 'The last complete line of the existing audit file is too long or not a valid event (edited, or signed by another key): the chain is not continued. A torn last line (no newline) is not this: it is moved aside.',
     reply: null,
-    effect: `${START_ONLY} Run \`firma audit verify\`, then repair or move the file aside.`,
+    effect: `${START_ONLY} Run \`firma audit verify\` to see what is wrong with the line.`,
   },
   FIRMA_AUDIT_OPEN: { meaning: 'The audit file cannot be opened for appending.', reply: null, effect: START_ONLY },
+  FIRMA_AUDIT_REPAIR: {
+    meaning: 'The torn last line of the audit file cannot be cut off (the file cannot be opened for writing or truncated, e.g. a read-only file system).',
+    reply: null,
+    effect: `${START_ONLY} \`firma audit repair\` exits 1 the same way.`,
+  },
   FIRMA_AUDIT_UNAVAILABLE: {
     meaning: 'At stop, queued audit events could not be written (while running, the same condition refuses requests with audit_unavailable).',
     reply: null,

@@ -117,4 +117,5 @@ export const AUDIT_ONLY_REASONS = Object.freeze({
   approved: { event: 'decision', meaning: 'A person approved this request, or the identical one it joined (stage approval).' },
   grant: { event: 'decision', meaning: 'A standing grant let the request through without asking (stage approval).' },
   agent_disconnected: { event: 'approval', meaning: 'The approval was cancelled: every agent waiting on it disconnected.' },
+  sidecar_restarted: { event: 'approval', meaning: 'The approval was abandoned: it was still pending when the sidecar died (SIGKILL, crash), and the next start closed it.' },
 } satisfies Record<string, { readonly event: 'decision' | 'approval'; readonly meaning: string }>);

@@ -28,7 +28,7 @@ export interface TunnelOpener {
 }
 
 /** What the pipeline asks of the audit log (audit/record.ts implements it). */
-export type PipelineAudit = Pick<AuditRecorder, 'decision' | 'outcome' | 'refused'>;
+export type PipelineAudit = Pick<AuditRecorder, 'decision' | 'outcome' | 'refused' | 'committed'>;
 
 /** What the pipeline asks of the connector (connector/connector.ts implements it). */
 export type PipelineConnector = Pick<Connector, 'forward' | 'upgrade' | 'dialTunnel' | 'relayTunnel'>;
@@ -152,6 +152,17 @@ export class RequestPipeline {
       this.#answers.http(res, auditUnavailable(verdict.envelope.requestId), verdict);
       return;
     }
+    const committed = this.#o.audit.committed();
+    if (committed === null) this.#forward(allowed, req, res, body, started);
+    else {
+      void committed.then((ok) => {
+        if (ok) this.#forward(allowed, req, res, body, started);
+        else this.#answers.http(res, this.#notCommitted(allowed, started), allowed);
+      });
+    }
+  }
+
+  #forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse, body: Decided['body'], started: number): void {
     this.#o.connector.forward(allowed, req, res, body).then(
       (outcome) => this.#finished(allowed, outcome, started),
       (err: unknown) => {
@@ -173,6 +184,17 @@ export class RequestPipeline {
       this.#answers.raw(socket, auditUnavailable(verdict.envelope.requestId), verdict);
       return;
     }
+    const committed = this.#o.audit.committed();
+    if (committed === null) this.#upgrade(allowed, req, socket, head, started);
+    else {
+      void committed.then((ok) => {
+        if (ok) this.#upgrade(allowed, req, socket, head, started);
+        else this.#answers.raw(socket, this.#notCommitted(allowed, started), allowed);
+      });
+    }
+  }
+
+  #upgrade(allowed: Allowed, req: IncomingMessage, socket: Duplex, head: Buffer, started: number): void {
     this.#o.connector.upgrade(allowed, req, socket, head).then(
       (outcome) => this.#finished(allowed, outcome, started),
       (err: unknown) => {
@@ -186,6 +208,17 @@ export class RequestPipeline {
   #issue(permitted: Permitted): Allowed | null {
     if (!this.#o.audit.decision(permitted)) return null;
     return issueAllowed(permitted);
+  }
+
+  /**
+   * With fsync "always" the decision must be on disk before the first byte goes upstream
+   * (docs/audit.md "Durability"); when writing failed first, the allowed request is not sent: its
+   * outcome says why (503, FIRMA_AUDIT_UNAVAILABLE) and the caller answers with the returned reply.
+   */
+  #notCommitted(allowed: Allowed, started: number): SidecarReply {
+    this.#end();
+    this.#o.audit.outcome(allowed, emptyOutcome(503, null, 'FIRMA_AUDIT_UNAVAILABLE'), performance.now() - started);
+    return auditUnavailable(allowed.envelope.requestId);
   }
 
   #finished(allowed: Allowed, outcome: DispatchOutcome, started: number): void {
@@ -239,6 +272,11 @@ export class RequestPipeline {
       return;
     }
     this.#begin();
+    const committed = this.#o.audit.committed();
+    if (committed !== null && !(await committed)) {
+      this.#answerTunnel(socket, transparent, this.#notCommitted(allowed, started), allowed);
+      return;
+    }
     const dialed = await this.#o.connector.dialTunnel(allowed);
     if (!dialed.ok) {
       this.#end();

@@ -1,4 +1,4 @@
-import { createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { loadConfig, type FirmaConfig } from '../../config/index.js';
@@ -9,6 +9,7 @@ import { AUDIT_PUBLIC_KEY_FILE, keyFingerprint } from '../../audit/keys.js';
 import { RequestTail } from '../../audit/tail.js';
 import { verifyAuditFiles } from '../../audit/verify.js';
 import { readConfig } from '../read-config.js';
+import { auditRepair } from './audit-repair.js';
 import { fail, USAGE } from '../usage.js';
 
 export interface AuditFlags {
@@ -44,7 +45,23 @@ function keyDirFor(paths: readonly string[], config: FirmaConfig, explicitConfig
   return config.audit.key_dir;
 }
 
-/** `firma audit verify | key | tail [-f]`. */
+const FRAGMENT = /(sha256:[0-9a-f]{64}), moved to (\S+)$/;
+
+/** Whether the fragment an `audit_repaired` event names is beside the log, with the hash it records. */
+function fragmentCheck(logFile: string, detail: string): string {
+  const m = FRAGMENT.exec(detail);
+  if (m === null) return '';
+  const path = join(dirname(logFile), m[2] ?? '');
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    return ' (fragment file not found)';
+  }
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}` === m[1] ? ' (fragment file present, hash matches)' : ' (fragment file present, HASH DIFFERS)';
+}
+
+/** `firma audit verify | key | tail [-f] | repair`. */
 export async function auditCommand(sub: string | undefined, rest: readonly string[], values: AuditFlags): Promise<void> {
   const config = readConfig(values.config);
   if (sub === 'key') {
@@ -68,14 +85,18 @@ export async function auditCommand(sub: string | undefined, rest: readonly strin
     const result = verifyAuditFiles(paths, pem);
     const key = `key ${publicKeyFile} (fingerprint ${keyFingerprint(createPublicKey(pem))})`;
     if (!result.ok) fail(`${result.file}:${result.line}: ${result.problem}\n(checked with ${key})`);
+    // A repaired torn line is part of the history: name it, and whether the fragment moved aside is still there.
+    const repairs = result.repairs.map((r) => `repaired: ${r.file}:${r.line} (seq ${r.seq}): ${r.detail}${fragmentCheck(r.file, r.detail)}\n`).join('');
     process.stdout.write(
       `ok: ${result.events} events, seq 1..${result.lastSeq}, chain and every signature valid\n` +
+        repairs +
         `head hash ${result.headHash}\n` +
         `verified with ${key}\n` +
         'note: events cut from the end of the log leave no trace in the log itself; compare the head hash with a copy kept elsewhere.\n',
     );
     return;
   }
+  if (sub === 'repair') return auditRepair(config);
   if (sub === 'tail') {
     const filter = { decision: values.decision, agent: values.agent, host: values.host };
     const view = new RequestTail(filter, (text) => process.stdout.write(text + '\n'));

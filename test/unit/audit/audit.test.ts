@@ -124,7 +124,7 @@ t.test('1,000 events verify; tampering is named by line', async (t) => {
   t.match(verifyAuditFiles([s.path], s.pub()), { ok: false, line: 11, problem: /not JSON/ });
 });
 
-t.test('restart continues seq and chain; corrupt tail refuses to open', async (t) => {
+t.test('restart continues seq and chain; an edited last event refuses to open', async (t) => {
   const s = setup();
   await writeN(s.opts, 10);
   const w = AuditWriter.open(s.opts);
@@ -136,8 +136,7 @@ t.test('restart continues seq and chain; corrupt tail refuses to open', async (t
   t.equal(e11.seq, 11);
   t.equal(e11.prev_hash, head);
   t.match(verifyAuditFiles([s.path], s.pub()), { ok: true, lastSeq: 11 });
-  writeFileSync(s.path, readFileSync(s.path, 'utf8') + '{"partial":');
-  t.throws(() => AuditWriter.open(s.opts), { code: 'FIRMA_AUDIT_CORRUPT', message: new RegExp(`audit\\.jsonl:12: `) });
+  // (A torn last line is moved aside instead: recovery.test.ts.)
   const ls = lines(s.path);
   ls[10] = (ls[10] ?? '').replace('api.stripe.com', 'api.stripe.org');
   writeLines(s.path, ls);

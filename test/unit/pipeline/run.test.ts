@@ -21,6 +21,8 @@ interface Recording {
   /** Every outcome the audit was given. */
   readonly outcomes: DispatchOutcome[];
   auditWorks: boolean;
+  /** What `committed()` returns: null (fsync "interval"/"never"), or the wait for fsync "always". */
+  commit: (() => Promise<boolean>) | null;
   dispatch: (a: Allowed, res: ServerResponse) => Promise<DispatchOutcome>;
 }
 
@@ -32,6 +34,7 @@ function harness(opts: { sidecar?: string; mapping?: string } = {}): { pipeline:
     logLines: [],
     outcomes: [],
     auditWorks: true,
+    commit: null,
     dispatch: async (_a, res) => {
       res.writeHead(200).end('ok');
       return OK;
@@ -51,6 +54,14 @@ function harness(opts: { sidecar?: string; mapping?: string } = {}): { pipeline:
     },
     refused: (r: SidecarReply) => {
       rec.steps.push(`audit.refused ${r.reason}`);
+    },
+    committed: () => {
+      if (rec.commit === null) return null;
+      rec.steps.push('audit.committed?');
+      return rec.commit().then((ok) => {
+        rec.steps.push(`audit.committed ${ok}`);
+        return ok;
+      });
     },
   };
   const connector: PipelineConnector = {
@@ -129,6 +140,31 @@ t.test('a decision the audit log cannot record is not dispatched: 503 audit_unav
   t.equal(answer.status, 503);
   t.match(JSON.parse(answer.body), { stage: 'audit', reason: 'audit_unavailable' });
   t.same(rec.steps, ['audit.decision allow'], 'never dispatched');
+});
+
+t.test('fsync "always": nothing goes upstream before the decision is on disk; a failed commit is 503, with its outcome', async (t) => {
+  const { pipeline, rec, close } = harness();
+  t.teardown(close);
+  let commit: (ok: boolean) => void = () => undefined;
+  rec.commit = () => new Promise<boolean>((r) => (commit = r));
+  const first = exchange('POST', 'api.openai.com');
+  pipeline.request(rawRequest('POST', 'api.openai.com', '/v1/chat/completions'), first.req, first.res);
+  for (let i = 0; i < 20 && !rec.steps.includes('audit.committed?'); i++) await settled();
+  t.same(rec.steps, ['audit.decision allow', 'audit.committed?'], 'held until the fsync');
+  commit(true);
+  t.equal((await first.ended).status, 200);
+  await settled();
+  t.same(rec.steps.slice(2), ['audit.committed true', 'connector.forward issued=true', 'audit.outcome 200']);
+  rec.steps.length = 0;
+  const second = exchange('POST', 'api.openai.com');
+  pipeline.request(rawRequest('POST', 'api.openai.com', '/v1/chat/completions'), second.req, second.res);
+  for (let i = 0; i < 20 && !rec.steps.includes('audit.committed?'); i++) await settled();
+  commit(false);
+  const answer = await second.ended;
+  t.equal(answer.status, 503);
+  t.match(JSON.parse(answer.body), { stage: 'audit', reason: 'audit_unavailable' });
+  t.same(rec.steps, ['audit.decision allow', 'audit.committed?', 'audit.committed false', 'audit.outcome 503'], 'never dispatched; the outcome says why');
+  t.equal(pipeline.inFlight, 0);
 });
 
 t.test('a connector that throws still gets its outcome recorded, and the agent a 502', async (t) => {
