@@ -275,8 +275,11 @@ t.test('firma audit tail: one line per request; -f shows a long stream as in pro
   const sc = await startTestSidecar('', { rules: RULES + '\n[[rules]]\nhost = "127.0.0.1"\npath = "/sse"\naction_class = "demo.stream"\nrisk = "low"\n' });
   t.teardown(() => sc.stop());
   const out = followTail(t, sc, ['--decision', 'allow']);
-  await new Promise((res) => setTimeout(res, 500));
-  const stream = curl(['--proxy', sc.proxyUrl, `${up.origin}/sse?n=25&gap=100`]);
+  // The follower is reading once an allowed request shows up (a loaded machine starts it slowly).
+  const ready = await curl(['--proxy', sc.proxyUrl, `${up.origin}/echo?ready=1`]);
+  t.equal(ready.status, 200);
+  for (let i = 0; i < 400 && !out().includes('/echo?ready='); i++) await new Promise((res) => setTimeout(res, 50));
+  const stream = curl(['--proxy', sc.proxyUrl, `${up.origin}/sse?n=40&gap=100`]);
   for (let i = 0; i < 100 && !out().includes('(in progress)'); i++) await new Promise((res) => setTimeout(res, 50));
   t.match(out(), /allow .*\/sse\?n=REDACTED&gap=REDACTED .* {2}\(in progress\)/, 'a stream still running after a second is shown');
   t.equal((await stream).status, 200);
