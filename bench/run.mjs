@@ -12,10 +12,10 @@ import http from 'node:http';
 import https from 'node:https';
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Agent, ProxyAgent, request } from 'undici';
+import { CLK_TCK, NCPU, canPin, cpuTicks as procTicks, has, numberOption, quantile, readOptions, run, sleep, statusKb } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
@@ -50,10 +50,7 @@ const USAGE = `usage: node bench/run.mjs [options]     (npm run bench -- [option
 `;
 
 // ------------------------------------------------------------------------------------------ options
-let args;
-try {
-  args = parseArgs({
-    options: {
+const args = readOptions({
       'log-level': { type: 'string', default: 'warn' },
       duration: { type: 'string', default: '10' },
       warmup: { type: 'string', default: '2' },
@@ -71,25 +68,8 @@ try {
       'no-pin': { type: 'boolean', default: false },
       out: { type: 'string', default: path.join(HERE, 'results') },
       'keep-tmp': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  }).values;
-} catch (err) {
-  process.stderr.write(`${err.message}\n\n${USAGE}`);
-  process.exit(2);
-}
-if (args.help) {
-  process.stdout.write(USAGE);
-  process.exit(0);
-}
-const num = (name, min, max) => {
-  const v = Number(args[name]);
-  if (!Number.isFinite(v) || v < min || v > max) {
-    process.stderr.write(`--${name} must be a number in [${min}, ${max}]\n`);
-    process.exit(2);
-  }
-  return v;
-};
+}, USAGE);
+const num = (name, min, max) => numberOption(args, name, min, max);
 const OPT = {
   logLevel: args['log-level'],
   duration: num('duration', 0.5, 120),
@@ -124,7 +104,6 @@ if (!fs.existsSync(SIDECAR_MAIN)) {
 // ------------------------------------------------------------------------------------------ helpers
 const T0 = performance.now();
 const progress = (msg) => process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const round = (v, d = 1) => (v === null || v === undefined || !Number.isFinite(v) ? null : Math.round(v * 10 ** d) / 10 ** d);
 const median = (xs) => {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -132,37 +111,14 @@ const median = (xs) => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
-const quantile = (sorted, q) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
-const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
-const run = (cmd, argv, opts = {}) => {
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${r.stderr || r.error?.message}`);
-  return r.stdout;
-};
 
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-const NCPU = os.availableParallelism?.() ?? os.cpus().length;
-const PIN = !args['no-pin'] && NCPU >= 2 && has('taskset');
+const PIN = canPin(args['no-pin']);
 
-/** utime + stime of a process (all its threads), in clock ticks. */
-function procTicks(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]); // fields 14 and 15 of proc(5)
-  } catch {
-    return null;
-  }
-}
 /** VmRSS / VmHWM in MiB. */
 function procMem(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
-    return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
-  } catch {
-    return { rss: null, hwm: null };
-  }
+  const rss = statusKb(pid, 'VmRSS');
+  const hwm = statusKb(pid, 'VmHWM');
+  return { rss: rss === null ? null : rss / 1024, hwm: hwm === null ? null : hwm / 1024 };
 }
 /** Reset VmHWM to the current RSS (proc(5) clear_refs "5"); false if not permitted. */
 function resetHwm(pid) {

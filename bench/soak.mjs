@@ -12,9 +12,9 @@ import os from 'node:os';
 import net from 'node:net';
 import tls from 'node:tls';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { CLK_TCK, NCPU, canPin, cpuTicks, numberOption, quantile, readOptions, run, sleep, statusKb } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
@@ -34,10 +34,7 @@ const USAGE = `usage: node bench/soak.mjs [options]
   --keep-tmp           keep the temporary folder (config, certs, sidecar log, audit log)
 `;
 
-let args;
-try {
-  args = parseArgs({
-    options: {
+const args = readOptions({
       connections: { type: 'string', default: '1000' },
       seconds: { type: 'string', default: '60' },
       schemes: { type: 'string', default: 'http,https' },
@@ -48,25 +45,8 @@ try {
       'no-pin': { type: 'boolean', default: false },
       json: { type: 'string' },
       'keep-tmp': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  }).values;
-} catch (err) {
-  process.stderr.write(`${err.message}\n\n${USAGE}`);
-  process.exit(2);
-}
-if (args.help) {
-  process.stdout.write(USAGE);
-  process.exit(0);
-}
-const num = (name, min, max) => {
-  const v = Number(args[name]);
-  if (!Number.isInteger(v) || v < min || v > max) {
-    process.stderr.write(`--${name} must be an integer in [${min}, ${max}]\n`);
-    process.exit(2);
-  }
-  return v;
-};
+}, USAGE);
+const num = (name, min, max) => numberOption(args, name, min, max, { integer: true });
 const OPT = {
   connections: num('connections', 1, 20_000),
   seconds: num('seconds', 1, 3600),
@@ -88,24 +68,9 @@ if (!fs.existsSync(CLI)) {
 // ---------------------------------------------------------------------------------------- helpers
 const T0 = performance.now();
 const progress = (msg) => process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const quantile = (sorted, q) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]);
 const ms = (v) => (v === null ? '-' : `${v.toFixed(1)} ms`);
 const mib = (kb) => (kb === null ? '-' : `${(kb / 1024).toFixed(0)} MiB`);
-const run = (cmd, argv) => {
-  const r = spawnSync(cmd, argv, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${r.stderr || r.error?.message}`);
-};
 
-/** A field (kB) of /proc/<pid>/status, or null once the process is gone. */
-function statusKb(pid, key) {
-  try {
-    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m === null ? null : Number(m[1]);
-  } catch {
-    return null;
-  }
-}
 const openFds = (pid) => {
   try {
     return fs.readdirSync(`/proc/${pid}/fd`).length;
@@ -113,17 +78,6 @@ const openFds = (pid) => {
     return null;
   }
 };
-/** utime + stime of a process in clock ticks (proc(5) stat fields 14, 15). */
-function cpuTicks(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return null;
-  }
-}
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 
 /** TcpExt ListenOverflows / ListenDrops (system-wide, since boot) from /proc/net/netstat. */
 function listenCounters() {
@@ -184,8 +138,7 @@ setTimeout(() => {
   process.exit(3);
 }, MAX_TOTAL_S * 1000).unref();
 
-const NCPU = os.availableParallelism();
-const pin = !args['no-pin'] && NCPU >= 2 && spawnSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' }).status === 0;
+const pin = canPin(args['no-pin']);
 if (pin) spawnSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
 const pinTo = (cpu) => (pin ? ['taskset', '-c', String(cpu)] : []);
 function start(argv, opts) {
