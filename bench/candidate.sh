@@ -25,8 +25,12 @@ MAIN="$ROOT/dist/cli/firma.js"
 # - stage 2: the shipped policies/default.cedar,
 # - the audit log (two signed events per request) in $BENCH_STATE_DIR/audit.
 # FIRMA_BENCH_PIPELINE=plain measures transport only: no rule matches, traffic passes unclassified.
+# FIRMA_BENCH_RULE_HOST (default *.bench.test) is the host the rule and the token cover (bench/profile.mjs
+# uses 127.0.0.1); FIRMA_BENCH_NODE_FLAGS are passed to node (e.g. --cpu-prof).
 # connector.allow_private: the harness's upstream is on 127.0.0.1, behind the SSRF guard otherwise.
 PIPELINE="${FIRMA_BENCH_PIPELINE:-full}"
+RULE_HOST="${FIRMA_BENCH_RULE_HOST:-*.bench.test}"
+read -r -a NODE_FLAGS <<< "${FIRMA_BENCH_NODE_FLAGS:-}"
 mkdir -p "$STATE"
 CONFIG="$STATE/firma.toml"
 write_config() { # $1: extra tables appended at the end
@@ -55,13 +59,13 @@ if [[ "$PIPELINE" == "plain" ]]; then
 else
   cat > "$STATE/bench-rules.toml" <<TOML
 [[rules]]
-host = "*.bench.test"
+host = "${RULE_HOST}"
 action_class = "bench.call"
 risk = "low"
 TOML
   MAPPING=$'[sidecar.mapping]\ndefault_protected = true\n'"rules_paths = [\"$ROOT/mappings/*.toml\", \"$STATE/bench-rules.toml\"]"$'\n[sidecar.policy]\n'"dir = \"$ROOT/policies\""
   write_config "$MAPPING"$'\n[sidecar.capabilities]\nrequired = true'
-  node "$MAIN" token issue --agent bench --actions 'bench.*' --scope '*.bench.test' --ttl 24h --config "$CONFIG" > "$STATE/agent.token"
+  node "$MAIN" token issue --agent bench --actions 'bench.*' --scope "$RULE_HOST" --ttl 24h --config "$CONFIG" > "$STATE/agent.token"
   write_config "$MAPPING"$'\n[sidecar.capabilities]\nrequired = true\n'"token_file = \"$STATE/agent.token\""
 fi
-exec node "$MAIN" start --config "$CONFIG"
+exec node "${NODE_FLAGS[@]}" "$MAIN" start --config "$CONFIG"

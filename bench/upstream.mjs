@@ -8,7 +8,9 @@
 //           the epoch time (sub-ms) at which it was written, so the client can compute one-way delay.
 // The https server listens on 127.0.0.1 and on the same port of every IP in BENCH_EXTRA_IPS (other
 // 127.0.0.0/8 addresses: "new host" targets that need no DNS and no /etc/hosts entry).
-// BENCH_BACKLOG sets the listen backlog (default 511, as Node's).
+// BENCH_BACKLOG sets the listen backlog (default 511, as Node's). BENCH_HTTPS_HOST / BENCH_HTTPS_PORT fix
+// where the https server listens (default 127.0.0.1, an ephemeral port; bench/profile.mjs uses :443, since
+// hey puts a non-default port into the TLS SNI).
 // Prints one JSON line {"ready":true,"http":PORT,"https":PORT,"ips":[...]} on stdout.
 import http from 'node:http';
 import https from 'node:https';
@@ -72,7 +74,7 @@ const listen = (server, port, host) =>
 
 const httpPort = await listen(http.createServer(opts, handler), 0, '127.0.0.1');
 const tlsOpts = { ...opts, cert, key, ALPNProtocols: ['http/1.1'] };
-const httpsPort = await listen(https.createServer(tlsOpts, handler), 0, '127.0.0.1');
+const httpsPort = await listen(https.createServer(tlsOpts, handler), Number(process.env.BENCH_HTTPS_PORT ?? 0), process.env.BENCH_HTTPS_HOST ?? '127.0.0.1');
 const ips = [];
 for (const ip of extraIps) {
   try {

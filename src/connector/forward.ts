@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse, IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, hash as sha256Once, type Hash } from 'node:crypto';
 import type { Agent, Dispatcher } from 'undici';
 import { FirmaError } from '../core/errors.js';
 import type { Allowed } from '../core/decision.js';
@@ -14,6 +14,7 @@ import { Relay, originOf, pathOf, upstreamHeaders, type Ending } from './relay.j
 
 const EVENT_STREAM = 'text/event-stream';
 const CLIENT_CLOSED = 'agent closed the connection';
+const EMPTY_BODY_HASH = `sha256:${sha256Once('sha256', '', 'hex')}`;
 
 /**
  * Forward an ordinary HTTP exchange and stream the answer into `res` with backpressure both ways.
@@ -47,6 +48,10 @@ class ForwardRelay extends Relay {
   #bytesOut = 0;
   #waitingForDrain = false;
   // The audit's response_hash: SHA-256 of the bytes as relayed, computed as they pass, never buffered.
+  // A body that comes as one chunk (most small answers) is hashed once at the end (no Hash object); the
+  // chunk is referenced, not copied, as res.write holds it anyway until the socket took it.
+  #hashing = false;
+  #firstChunk: Buffer | null = null;
   #bodyHash: Hash | null = null;
 
   constructor(allowed: Allowed, pre: Cleared, res: ServerResponse, resolve: (o: DispatchOutcome) => void) {
@@ -86,15 +91,25 @@ class ForwardRelay extends Relay {
   #finish(o: Ending): void {
     if (!this.settle()) return;
     this.#res.off('close', this.#onClientClose);
-    const hash = this.#bodyHash;
+    // Built field by field: a spread of `o` here measured ~6 µs per request in the profile.
     this.#resolve({
-      ...o,
+      status: o.status,
+      upstreamStatus: o.upstreamStatus,
+      error: o.error,
+      errorCode: o.errorCode,
+      clientAborted: o.clientAborted,
       bytesIn: this.#bytesIn,
       bytesOut: this.#bytesOut,
       credentialInjected: this.#pre.credentials !== null,
       waitedMs: this.#pre.waitedMs,
-      responseHash: hash === null ? null : `sha256:${hash.digest('hex')}`,
+      responseHash: this.#responseHash(),
     });
+  }
+
+  #responseHash(): string | null {
+    if (this.#bodyHash !== null) return `sha256:${this.#bodyHash.digest('hex')}`;
+    if (this.#firstChunk !== null) return `sha256:${sha256Once('sha256', this.#firstChunk, 'hex')}`;
+    return this.#hashing ? EMPTY_BODY_HASH : null;
   }
 
   readonly #onClientClose = (): void => {
@@ -126,7 +141,7 @@ class ForwardRelay extends Relay {
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     if (statusCode < 200) return; // 1xx interim answers are not relayed
     this.headersArrived(statusCode);
-    this.#bodyHash = createHash('sha256');
+    this.#hashing = true;
     const out = downstreamResponseHeaders(headers);
     if (this.#allowed.wouldDeny !== null) out['x-firma-would-deny'] = wouldDenyHeader(this.#allowed);
     this.#res.writeHead(statusCode, statusMessage, out);
@@ -137,7 +152,12 @@ class ForwardRelay extends Relay {
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
     this.#bytesOut += chunk.length;
-    this.#bodyHash?.update(chunk);
+    if (this.#bodyHash !== null) this.#bodyHash.update(chunk);
+    else if (this.#firstChunk === null) this.#firstChunk = chunk;
+    else {
+      this.#bodyHash = createHash('sha256').update(this.#firstChunk).update(chunk);
+      this.#firstChunk = null;
+    }
     if (!this.#res.write(chunk) && !this.#waitingForDrain) {
       this.#waitingForDrain = true;
       c.pause();

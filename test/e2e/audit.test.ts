@@ -228,6 +228,26 @@ t.test('response_hash of a 50 MiB download equals sha256 of what the client rece
   t.equal(outcome?.['response_hash'], got);
 });
 
+t.test('response_hash of an empty body, a one-chunk body and a body in many chunks', async (t) => {
+  const rules = `${RULES}\n[[rules]]\nhost = "127.0.0.1"\npath = "/status/*"\naction_class = "demo.call"\nrisk = "low"\n\n[[rules]]\nhost = "127.0.0.1"\npath = "/drip"\naction_class = "demo.call"\nrisk = "low"\n`;
+  const sc = await startTestSidecar('', { rules });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, requestTls: { ca: readFileSync(sc.caPath) } });
+  t.teardown(() => agent.close());
+  const bodies = new Map<string, Buffer>();
+  for (const path of ['/status/204', '/status/200', '/drip?n=5&gap=5']) {
+    const r = await request(`${tlsUp.origin}${path}`, { dispatcher: agent });
+    t.equal(r.statusCode, path === '/status/204' ? 204 : 200, path);
+    bodies.set(path, Buffer.from(await r.body.arrayBuffer()));
+  }
+  await sc.stop();
+  const outcomes = events(sc).filter((e) => e.type === 'outcome');
+  t.equal(outcomes.length, 3);
+  const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+  t.equal(bodies.get('/status/204')?.length, 0);
+  t.same(outcomes.map((e) => e['response_hash']), [...bodies.values()].map(sha), 'each is the SHA-256 of what the client received');
+  t.ok(Number(outcomes[2]?.['bytes_out']) > 0, 'the dripped body came through');
+});
+
 /** `firma audit tail -f` on the sidecar's log, killed at teardown; returns what it has printed so far. */
 function followTail(t: { teardown: (fn: () => unknown) => void }, sc: TestSidecar, args: string[] = []): () => string {
   const tail = spawn(process.execPath, [CLI, 'audit', 'tail', '-f', ...args, '--config', join(sc.dir, 'firma.toml')], { cwd: sc.dir });
