@@ -20,8 +20,10 @@ const USAGE = `usage: node bench/profile.mjs [options]
   --seconds S           measured load (default 10), after a 2 s warm-up
   --pipeline full|plain full: mapping hit, token, Cedar, audit (default); plain: unclassified passthrough
   --connections N       hey -c (default 16)
+  --upstream nginx|node nginx (as the shared harness; default when installed) or bench/upstream.mjs
   --top N               functions listed by self time (default 25)
   --json FILE           also write the figures as JSON
+  --no-cpu-prof         run without the profiler (e.g. to count syscalls with perf/strace meanwhile)
   --keep-tmp            keep the temporary folder (config, profile, sidecar log, audit log)
   --no-pin              do not pin the sidecar to CPU 1 and the load to CPU 0`;
 const args = readOptions({
@@ -29,9 +31,11 @@ const args = readOptions({
   seconds: { type: 'string', default: '10' },
   pipeline: { type: 'string', default: 'full' },
   connections: { type: 'string', default: '16' },
+  upstream: { type: 'string', default: has('nginx') ? 'nginx' : 'node' },
   top: { type: 'string', default: '25' },
   json: { type: 'string' },
   'keep-tmp': { type: 'boolean', default: false },
+  'no-cpu-prof': { type: 'boolean', default: false },
   'no-pin': { type: 'boolean', default: false },
 }, USAGE);
 const SECONDS = numberOption(args, 'seconds', 1, 600);
@@ -41,6 +45,7 @@ if (!['http', 'https'].includes(args.scheme)) throw new Error('--scheme is http 
 if (!['full', 'plain'].includes(args.pipeline)) throw new Error('--pipeline is full or plain');
 if (!has('hey')) throw new Error('hey is not installed (apt-get install hey)');
 if (!has('openssl')) throw new Error('openssl is not installed');
+if (!['nginx', 'node'].includes(args.upstream)) throw new Error('--upstream is nginx or node');
 // hey copies a non-default port into the TLS SNI ("127.0.0.1:8443"), which the sidecar refuses as bad_sni
 // (so does squid): the https upstream listens on port 443 of an address of its own, which needs root.
 const HTTPS_HOST = '127.0.0.77';
@@ -51,10 +56,12 @@ const pin = canPin(args['no-pin']);
 const pinTo = (cpu) => (pin ? ['taskset', '-c', String(cpu)] : []);
 const children = new Set();
 const cleanup = () => {
-  for (const c of children) c.kill('SIGKILL');
+  // nginx's master stops its worker on SIGTERM; SIGKILL would leave the worker holding the port.
+  for (const c of children) c.kill(c.spawnargs.includes('nginx') ? 'SIGTERM' : 'SIGKILL');
   if (!args['keep-tmp']) fs.rmSync(tmp, { recursive: true, force: true });
 };
 process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => process.exit(130));
 const progress = (msg) => process.stderr.write(`profile: ${msg}\n`);
 
 function freePort() {
@@ -81,20 +88,63 @@ const key = path.join(tmp, 'upstream.key');
 const cert = path.join(tmp, 'upstream.crt');
 run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
   '-days', '2', '-subj', '/CN=firma profile upstream', '-addext', `subjectAltName=IP:127.0.0.1,IP:${HTTPS_HOST}`]);
-const [upCmd, ...upArgs] = [...pinTo(0), process.execPath, path.join(HERE, 'upstream.mjs')];
-const upstream = spawn(upCmd, upArgs, {
-  env: { ...process.env, BENCH_UP_CERT: cert, BENCH_UP_KEY: key, BENCH_LARGE_BYTES: '1024', BENCH_BACKLOG: '4096', ...(args.scheme === 'https' ? { BENCH_HTTPS_HOST: HTTPS_HOST, BENCH_HTTPS_PORT: '443' } : {}) },
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-children.add(upstream);
-const ports = await new Promise((resolve, reject) => {
-  let buf = '';
-  upstream.stdout.on('data', (d) => {
-    buf += d;
-    if (buf.includes('\n')) resolve(JSON.parse(buf.slice(0, buf.indexOf('\n'))));
+// nginx answers /small with ~1/3 of the CPU the Node upstream needs, so hey + nginx on CPU 0 can keep
+// the sidecar on CPU 1 saturated, as in the shared harness (its µs/req is lower when it is).
+async function startUpstream() {
+  if (args.upstream === 'nginx') {
+    const httpPort = await freePort();
+    const www = path.join(tmp, 'www');
+    fs.mkdirSync(www);
+    fs.writeFileSync(path.join(www, 'small'), Buffer.alloc(1024, 'x'));
+    for (const d of ['body', 'proxy', 'fcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(tmp, `nginx-${d}`));
+    const conf = path.join(tmp, 'nginx.conf');
+    fs.writeFileSync(conf, `worker_processes 1;
+${process.getuid?.() === 0 ? 'user root;' : ''}
+pid ${tmp}/nginx.pid;
+error_log ${tmp}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${tmp}/nginx-body; proxy_temp_path ${tmp}/nginx-proxy;
+  fastcgi_temp_path ${tmp}/nginx-fcgi; uwsgi_temp_path ${tmp}/nginx-uwsgi; scgi_temp_path ${tmp}/nginx-scgi;
+  keepalive_timeout 120s; keepalive_requests 10000000; tcp_nodelay on;
+  ssl_certificate ${cert}; ssl_certificate_key ${key}; ssl_protocols TLSv1.2 TLSv1.3;
+  server {
+    listen 127.0.0.1:${httpPort};
+    ${args.scheme === 'https' ? `listen ${HTTPS_HOST}:443 ssl;` : ''}
+    root ${www};
+    location = /small { default_type text/plain; }
+    location / { return 404; }
+  }
+}
+`);
+    const [cmd, ...argv] = [...pinTo(0), 'nginx', '-p', tmp, '-c', conf, '-g', 'daemon off;'];
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'] });
+    children.add(child);
+    for (let i = 0; i < 100; i++) {
+      const up = await new Promise((r) => net.connect(httpPort, '127.0.0.1').once('connect', function () { this.destroy(); r(true); }).once('error', () => r(false)));
+      if (up) return { http: httpPort };
+      if (child.exitCode !== null) break;
+      await sleep(50);
+    }
+    throw new Error(`nginx did not start: ${fs.existsSync(`${tmp}/nginx-error.log`) ? fs.readFileSync(`${tmp}/nginx-error.log`, 'utf8') : ''}`);
+  }
+  const [upCmd, ...upArgs] = [...pinTo(0), process.execPath, path.join(HERE, 'upstream.mjs')];
+  const upstream = spawn(upCmd, upArgs, {
+    env: { ...process.env, BENCH_UP_CERT: cert, BENCH_UP_KEY: key, BENCH_LARGE_BYTES: '1024', BENCH_BACKLOG: '4096', ...(args.scheme === 'https' ? { BENCH_HTTPS_HOST: HTTPS_HOST, BENCH_HTTPS_PORT: '443' } : {}) },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  upstream.once('exit', (code) => reject(new Error(`upstream exited (${code})`)));
-});
+  children.add(upstream);
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    upstream.stdout.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\n')) resolve(JSON.parse(buf.slice(0, buf.indexOf('\n'))));
+    });
+    upstream.once('exit', (code) => reject(new Error(`upstream exited (${code})`)));
+  });
+}
+const ports = await startUpstream();
 
 const profDir = path.join(tmp, 'prof');
 const proxyPort = await freePort();
@@ -113,7 +163,7 @@ const sidecar = spawn(scCmd, scArgs, {
     FIRMA_BENCH_PIPELINE: args.pipeline,
     FIRMA_BENCH_RULE_HOST: args.scheme === 'https' ? HTTPS_HOST : '127.0.0.1',
     // 250 µs sampling: ~40 k samples over a 10 s phase, enough for a stable split at ~1 % overhead.
-    FIRMA_BENCH_NODE_FLAGS: `--cpu-prof --cpu-prof-dir=${profDir} --cpu-prof-interval=250`,
+    FIRMA_BENCH_NODE_FLAGS: args['no-cpu-prof'] ? '' : `--cpu-prof --cpu-prof-dir=${profDir} --cpu-prof-interval=250`,
     NODE_EXTRA_CA_CERTS: cert,
     HTTP_PROXY: '', HTTPS_PROXY: '', http_proxy: '', https_proxy: '',
   },
@@ -158,6 +208,10 @@ await new Promise((r) => (exited !== null ? r() : sidecar.once('exit', r)));
 children.delete(sidecar);
 
 // ---------------------------------------------------------------- the profile
+if (args['no-cpu-prof']) {
+  console.log(`${load.ok} answers 200 (${(load.ok / ((t1 - t0) / 1000)).toFixed(0)} req/s); sidecar CPU (all threads, /proc) ${(((ticks1 - ticks0) / CLK_TCK) * 1e6 / load.ok).toFixed(0)} µs/req`);
+  process.exit(0);
+}
 const file = fs.readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
 if (file === undefined) throw new Error(`no .cpuprofile written in ${profDir}`);
 const prof = JSON.parse(fs.readFileSync(path.join(profDir, file), 'utf8'));
@@ -247,7 +301,7 @@ const cpuUsPerReq = ((ticks1 - ticks0) / CLK_TCK) * 1e6 / load.ok;
 const rows = [...totals].sort((a, b) => b[1] - a[1]).map(([cat, us]) => ({ component: cat, us_per_req: us / requests, share: us / busyUs }));
 
 const out = [];
-out.push(`### Profile: ${args.scheme === 'https' ? 'HTTPS MITM' : 'HTTP forward'}, pipeline ${args.pipeline}, hey -c ${CONNS}, ${SECONDS} s`);
+out.push(`### Profile: ${args.scheme === 'https' ? 'HTTPS MITM' : 'HTTP forward'}, pipeline ${args.pipeline}, hey -c ${CONNS}, ${args.upstream} upstream, ${SECONDS} s`);
 out.push('');
 out.push(`${load.ok} answers 200 (${(load.ok / ((t1 - t0) / 1000)).toFixed(0)} req/s)${load.other.length ? `, others ${load.other.join(' ')}` : ''}; sidecar CPU (all threads, /proc) ${cpuUsPerReq.toFixed(0)} µs/req; main thread busy in the profile ${(busyUs / requests).toFixed(0)} µs/req.`);
 out.push('');
