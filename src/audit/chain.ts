@@ -67,7 +67,8 @@ export function canonicalEvent(body: Readonly<Record<string, unknown>>, integrit
 /** Printable ASCII without `"` and `\`: JSON text is the string in quotes (the common case, ~20× faster). */
 const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
-function jsonString(s: string): string {
+/** A string as JSON text. */
+export function jsonString(s: string): string {
   return PLAIN_ASCII.test(s) ? `"${s}"` : JSON.stringify(s);
 }
 

@@ -1,4 +1,5 @@
-import { canonicalEvent, chainHash } from './chain.js';
+import { chainHash } from './chain.js';
+import { canonicalEventJson } from './event-json.js';
 import type { AuditEventBody } from './events.js';
 import type { HashSigner } from './signer.js';
 import type { WriteQueue } from './write-queue.js';
@@ -44,7 +45,7 @@ export class ChainSealer {
   seal(body: AuditEventBody): void {
     const seq = this.seqN + 1;
     const prev = this.head;
-    const canonical = canonicalEvent(body as unknown as Readonly<Record<string, unknown>>, { v: 1, seq, ts: new Date().toISOString(), prev_hash: prev });
+    const canonical = canonicalEventJson(body as unknown as Readonly<Record<string, unknown>>, { v: 1, seq, ts: new Date().toISOString(), prev_hash: prev });
     const hash = chainHash(prev, canonical);
     // The line is the canonical text plus hash and sig; the verifier re-canonicalises, so key order here is free.
     this.unsignedLines.push(`${canonical.slice(0, -1)},"hash":"${hash}","sig":"`);
