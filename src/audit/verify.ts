@@ -101,10 +101,10 @@ function otherKeyProblem(files: readonly string[], publicKey: KeyObject): string
       } catch {
         continue;
       }
-      // Only a signature can say which key signed: unsigned events (checkpoint mode) are skipped.
-      if (shapeProblem(e) !== null || e.sig === undefined) continue;
-      if (sealProblem(e, publicKey) === null) return null;
+      if (shapeProblem(e) !== null) continue;
       if (e.type === 'lifecycle' && e.event === 'start') recorded = RECORDED_KEY.exec(e.detail ?? '')?.[1] ?? recorded;
+      // Only a signature can say which key signed: unsigned events (checkpoint mode) are skipped.
+      if (e.sig !== undefined && sealProblem(e, publicKey) === null) return null;
     }
   }
   const ours = keyFingerprint(publicKey);
