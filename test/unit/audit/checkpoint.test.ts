@@ -311,7 +311,7 @@ t.test('recovery refuses an unsigned tail that does not chain back to a signatur
   writeLines(s.path, edited);
   t.throws(() => AuditWriter.open(s.opts), { code: 'FIRMA_AUDIT_CORRUPT', message: /audit\.jsonl:6: edited \(hash mismatch\) \(one of the last events, after the last signature\)/ });
   // The tail re-chained from another head than the checkpoint's: the link to the signature breaks.
-  const detached = { ...(JSON.parse(ls[4] as string) as Record<string, unknown>), prev_hash: 'f'.repeat(64) };
+  const detached: Record<string, unknown> = { ...(JSON.parse(ls[4] as string) as Record<string, unknown>), prev_hash: 'f'.repeat(64) };
   detached['hash'] = chainHash('f'.repeat(64), canonicalWithoutSeal(detached));
   writeLines(s.path, rehash([...ls.slice(0, 4), JSON.stringify(detached), ...ls.slice(5)], 5));
   t.throws(() => AuditWriter.open(s.opts), { code: 'FIRMA_AUDIT_CORRUPT', message: /audit\.jsonl:4: broken chain/ });
