@@ -60,7 +60,9 @@ export class WriteQueue {
       if (fileBytes > 0) return null;
       this.rotateAfter.shift(); // the file is empty already
     }
-    const upTo = this.rotateAfter[0] === undefined ? this.lines.length : Math.min(this.lines.length, this.start + (this.rotateAfter[0] - this.done));
+    const next = this.rotateAfter[0];
+    // A mark already passed (only a partly written line can be ahead of it) never holds the queue back.
+    const upTo = next === undefined || next <= this.done ? this.lines.length : Math.min(this.lines.length, this.start + (next - this.done));
     for (let i = this.start; i < upTo; i++) {
       const whole = this.lines[i];
       if (whole === undefined) break;
