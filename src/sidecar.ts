@@ -133,6 +133,7 @@ export class Sidecar {
       fsync: a.fsync,
       fsyncIntervalMs: a.fsync_interval_ms,
       maxFileBytes: a.max_file_bytes,
+      signatures: a.signatures,
       metrics,
       onStateChange: (available, err) => {
         if (available) log.warn({ audit: a.path }, 'audit log writable again: dispatching resumes');

@@ -1,6 +1,7 @@
 /**
  * The audit event contract (docs/audit.md). One JSON object per line; every event is hash-chained and signed
- * by the writer, so callers only ever build an `AuditEventBody` (the event minus the integrity fields).
+ * by the writer — each on its own, or by the checkpoint after it (docs/audit.md "Checkpoints") — so callers
+ * only ever build an `AuditEventBody` (the event minus the integrity fields).
  */
 import type { ApprovalAction as AuditApprovalAction, GrantRecord as AuditGrant } from '../core/approval.js';
 
@@ -29,8 +30,11 @@ export interface AuditIntegrity {
   readonly prev_hash: string;
   /** Lower-case hex SHA-256, see chain.ts. */
   readonly hash: string;
-  /** Base64 Ed25519 signature over the 32 raw bytes of `hash`. */
-  readonly sig: string;
+  /**
+   * Base64 Ed25519 signature over the 32 raw bytes of `hash`. Absent with `[audit] signatures =
+   * "checkpoint"`: the next checkpoint event's signature covers the event through the chain.
+   */
+  readonly sig?: string;
 }
 
 interface BodyCommon {
@@ -97,14 +101,33 @@ export interface LifecycleBody extends BodyCommon {
   readonly detail: string | null;
 }
 
+/**
+ * A signed event over the unsigned events `first_seq..last_seq` just before it (docs/audit.md
+ * "Checkpoints"); sealed by the writer only (checkpoint.ts), never by callers.
+ */
+export interface CheckpointBody extends BodyCommon {
+  readonly type: 'lifecycle';
+  readonly event: 'checkpoint';
+  /** `seq 40..51 (12 events)`, with `, signed at recovery, not when written` when `recovered`. */
+  readonly detail: string;
+  readonly first_seq: number;
+  readonly last_seq: number;
+  readonly events: number;
+  /** Signed by the next start, over events a killed run left unsigned, not when they were written. */
+  readonly recovered: boolean;
+}
+
 /** What callers pass to `AuditWriter.append`. */
 export type AuditEventBody = DecisionBody | OutcomeBody | ApprovalBody | LifecycleBody;
+/** What the writer seals: callers' events and its own checkpoints. */
+export type SealedBody = AuditEventBody | CheckpointBody;
 
 export type DecisionEvent = AuditIntegrity & DecisionBody;
 export type OutcomeEvent = AuditIntegrity & OutcomeBody;
 export type ApprovalEvent = AuditIntegrity & ApprovalBody;
 export type LifecycleEvent = AuditIntegrity & LifecycleBody;
-export type AuditEvent = DecisionEvent | OutcomeEvent | ApprovalEvent | LifecycleEvent;
+export type CheckpointEvent = AuditIntegrity & CheckpointBody;
+export type AuditEvent = DecisionEvent | OutcomeEvent | ApprovalEvent | LifecycleEvent | CheckpointEvent;
 
 /** Fields each type must carry, for the verifier (a line missing one is reported, not guessed at). */
 export const REQUIRED_FIELDS: { readonly [K in AuditEventType]: readonly string[] } = {
@@ -114,4 +137,6 @@ export const REQUIRED_FIELDS: { readonly [K in AuditEventType]: readonly string[
   lifecycle: ['event', 'detail'],
 };
 
-export const COMMON_FIELDS: readonly string[] = ['v', 'seq', 'ts', 'type', 'request_id', 'agent_id', 'prev_hash', 'hash', 'sig'];
+/** `sig` is not among them: with checkpoints, events carry none. */
+export const COMMON_FIELDS: readonly string[] = ['v', 'seq', 'ts', 'type', 'request_id', 'agent_id', 'prev_hash', 'hash'];
+export const CHECKPOINT_FIELDS: readonly string[] = ['first_seq', 'last_seq', 'events', 'recovered', 'sig'];

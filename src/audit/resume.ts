@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import type { AuditEvent } from './events.js';
 import { moveTornTail, type TornTail } from './torn-tail.js';
-import { sealProblem, shapeProblem } from './verify.js';
+import { isCheckpoint, sealProblem, shapeProblem } from './verify.js';
 import { AuditWriterError } from './writer-error.js';
 
 const TAIL_BYTES = 1024 * 1024;
@@ -11,7 +11,15 @@ const TAIL_BYTES = 1024 * 1024;
 export interface ChainTail {
   readonly seq: number;
   readonly hash: string;
+  /**
+   * The first of the unsigned events the log ends with (`unsignedFrom..seq`: a run killed before its
+   * checkpoint, docs/audit.md "Checkpoints"), or null when its last event is signed.
+   */
+  readonly unsignedFrom: number | null;
 }
+
+const corruptError = (file: string, line: number, problem: string): AuditWriterError =>
+  new AuditWriterError('FIRMA_AUDIT_CORRUPT', `${file}:${line}: ${problem}; refusing to continue the audit chain — run "firma audit verify", then repair or move the file aside`);
 
 function countLines(file: string): number {
   const fd = openSync(file, 'r');
@@ -34,7 +42,7 @@ function countLines(file: string): number {
  * before (torn-tail.ts); any doubt about the last complete one (bad JSON, bad hash or signature) refuses
  * to open: silently starting a new chain would hide exactly the tampering or loss the log exists to reveal.
  */
-function readTail(file: string, publicKey: KeyObject): ChainTail | null {
+function readTail(file: string, publicKey: KeyObject): AuditEvent | null {
   const fd = openSync(file, 'r');
   let text: string;
   let size: number;
@@ -54,10 +62,7 @@ function readTail(file: string, publicKey: KeyObject): ChainTail | null {
     closeSync(fd);
   }
   const corrupt = (line: number, problem: string): never => {
-    throw new AuditWriterError(
-      'FIRMA_AUDIT_CORRUPT',
-      `${file}:${line}: ${problem}; refusing to continue the audit chain — run "firma audit verify", then repair or move the file aside`,
-    );
+    throw corruptError(file, line, problem);
   };
   // moveTornTail ran first, so this is a file that changed under us: refuse rather than guess.
   if (!text.endsWith('\n')) return corrupt(countLines(file) + 1, 'last line is incomplete (no newline)');
@@ -72,8 +77,77 @@ function readTail(file: string, publicKey: KeyObject): ChainTail | null {
   }
   const problem = shapeProblem(parsed) ?? sealProblem(parsed as AuditEvent, publicKey);
   if (problem !== null) return corrupt(lineNo, `last event: ${problem}`);
-  const e = parsed as AuditEvent;
-  return { seq: e.seq, hash: e.hash };
+  return parsed as AuditEvent;
+}
+
+/** The complete lines of `file` (which ends with a newline), last first, read in 1 MiB chunks. */
+function* linesBackward(fd: number, size: number): Generator<string> {
+  const buf = Buffer.allocUnsafe(TAIL_BYTES);
+  let rest: Buffer = Buffer.alloc(0);
+  for (let pos = size - 1; pos > 0; ) {
+    const start = Math.max(0, pos - TAIL_BYTES);
+    const n = readSync(fd, buf, 0, pos - start, start);
+    pos = start;
+    const data = Buffer.concat([buf.subarray(0, n), rest]);
+    let end = data.length;
+    for (let i = end > 0 ? data.lastIndexOf(0x0a, end - 1) : -1; i >= 0; i = end > 0 ? data.lastIndexOf(0x0a, end - 1) : -1) {
+      yield data.subarray(i + 1, end).toString('utf8');
+      end = i;
+    }
+    rest = data.subarray(0, end);
+    if (pos === 0) yield rest.toString('utf8');
+  }
+}
+
+/**
+ * Reads the log back from its last event (already checked by readTail) to the last signature before
+ * it, checking each line's hash and its link to the next: an unsigned tail (a run killed before its
+ * checkpoint), or the events the last checkpoint signs, are checked as the last event is, so any doubt
+ * about them refuses to open too, and a recovery checkpoint signs only a chain that goes back unbroken to
+ * a signature. Returns the first seq of the unsigned tail, or null when the log ends signed. `files`:
+ * newest first, the one holding the last event first.
+ */
+function scanBack(files: readonly string[], publicKey: KeyObject, last: AuditEvent): number | null {
+  if (last.sig !== undefined && !isCheckpoint(last)) return null; // signed on its own: nothing before it to check
+  let later: AuditEvent | null = null;
+  for (const file of files) {
+    const fd = openSync(file, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      if (size === 0) continue;
+      const end = Buffer.alloc(1);
+      readSync(fd, end, 0, 1, size - 1);
+      if (end[0] !== 0x0a) throw corruptError(file, countLines(file) + 1, 'last line is incomplete (no newline)');
+      let back = 0;
+      for (const text of linesBackward(fd, size)) {
+        const where = (): number => countLines(file) - back;
+        let e: AuditEvent;
+        try {
+          e = JSON.parse(text) as AuditEvent;
+        } catch {
+          throw corruptError(file, where(), 'not JSON');
+        }
+        const problem = shapeProblem(e) ?? sealProblem(e, publicKey);
+        if (problem !== null) throw corruptError(file, where(), `${problem} (one of the last events, after the last signature)`);
+        if (later !== null && (later.seq !== e.seq + 1 || later.prev_hash !== e.hash)) throw corruptError(file, where(), 'broken chain (the next event does not link to it)');
+        if (later !== null && e.sig !== undefined) return last.sig === undefined ? later.seq : null;
+        later = e;
+        back++;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  // The log's first event reached with no signature before: all of it is unsigned (or signed by its last checkpoint).
+  return last.sig === undefined ? (later?.seq ?? null) : null;
+}
+
+function isRegular(file: string): boolean {
+  try {
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** Where the chain resumes, and the torn last lines moved aside to get there. */
@@ -93,17 +167,14 @@ export function resumeChain(path: string, rotated: ReadonlyArray<{ readonly path
   // Newest first: the live file, then rotated files from the highest number (empty ones are skipped).
   const candidates = [path, ...rotated.map((r) => r.path).reverse()];
   for (const file of candidates) {
-    let regular = false;
-    try {
-      regular = statSync(file).isFile();
-    } catch {
-      // Missing live file: fall through to the rotated ones.
-    }
-    if (!regular) continue; // e.g. a device such as /dev/full: nothing to resume from
+    // A missing live file falls through to the rotated ones; a device such as /dev/full has nothing to resume from.
+    if (!isRegular(file)) continue;
     const cut = moveTornTail(file);
     if (cut !== null) torn.push(cut);
-    const tail = readTail(file, publicKey);
-    if (tail !== null) return { tail, torn };
+    const last = readTail(file, publicKey);
+    if (last === null) continue;
+    const unsignedFrom = scanBack(candidates.slice(candidates.indexOf(file)).filter(isRegular), publicKey, last);
+    return { tail: { seq: last.seq, hash: last.hash, unsignedFrom }, torn };
   }
   return { tail: null, torn };
 }

@@ -55,7 +55,7 @@ const MAX_PENDING = 10_000;
  * (`… allow … → 200 in=…B out=…B 12ms  req=…`); a deny, which has no outcome, is one line at once.
  * A decision whose outcome has not come yet (a long stream; or the end of the log) is printed by
  * `flush` as `(in progress)`, and its outcome later gets a line of its own. Filters apply to the
- * request, so `--decision allow` shows its outcome too.
+ * request, so `--decision allow` shows its outcome too. Events need no `sig` (checkpoint mode).
  */
 export class RequestTail {
   readonly #filter: TailFilter;
@@ -72,6 +72,9 @@ export class RequestTail {
   }
 
   push(e: AuditEvent): void {
+    // A checkpoint is bookkeeping of the signatures (up to ten a second under load): shown only when it
+    // signed what a killed run left unsigned (docs/audit.md "Checkpoints").
+    if (e.type === 'lifecycle' && e.event === 'checkpoint' && !e.recovered) return;
     if (e.type === 'decision') {
       const dispatched = (e.decision === 'allow' || e.decision === 'passthrough') && e.request_id !== null;
       if (!filterEvent(e, this.#filter)) {

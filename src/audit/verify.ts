@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { canonicalWithoutSeal, chainHash, GENESIS_HASH, verifyHashSig } from './chain.js';
-import { COMMON_FIELDS, REQUIRED_FIELDS, type AuditEvent, type AuditEventType } from './events.js';
+import { CHECKPOINT_FIELDS, COMMON_FIELDS, REQUIRED_FIELDS, type AuditEvent, type AuditEventType, type CheckpointEvent } from './events.js';
 import { auditFileSet } from './files.js';
 import { keyFingerprint } from './keys.js';
 
@@ -13,9 +13,32 @@ export interface VerifiedRepair {
   readonly detail: string;
 }
 
-export type VerifyResult =
-  | { ok: true; events: number; headHash: string; lastSeq: number; repairs: VerifiedRepair[] }
-  | { ok: false; file: string; line: number; problem: string };
+/** Unsigned events (seq `first..last`) with no signed event after them: see docs/audit.md "Checkpoints". */
+export interface UnsignedRun {
+  /** The file and line of the first of them. */
+  readonly file: string;
+  readonly line: number;
+  readonly first: number;
+  readonly last: number;
+  readonly events: number;
+}
+
+export interface VerifiedLog {
+  ok: true;
+  events: number;
+  headHash: string;
+  lastSeq: number;
+  repairs: VerifiedRepair[];
+  /** Checkpoint events, and the events signed on their own (signatures = "event"). */
+  checkpoints: number;
+  signedAlone: number;
+  /** The ranges `recovered` checkpoints signed: events a killed run left unsigned, signed at the next start. */
+  recovered: UnsignedRun[];
+  /** Events after the last signature; the caller decides whether that is acceptable (`--allow-unsigned-tail`). */
+  unsignedTail: UnsignedRun | null;
+}
+
+export type VerifyResult = VerifiedLog | { ok: false; file: string; line: number; problem: string };
 
 export interface VerifyOptions {
   /**
@@ -38,16 +61,25 @@ export function shapeProblem(e: unknown): string | null {
   if (typeof o['type'] !== 'string' || !TYPES.has(o['type'])) return 'bad type';
   if (typeof o['prev_hash'] !== 'string' || !HEX64.test(o['prev_hash'])) return 'bad prev_hash';
   if (typeof o['hash'] !== 'string' || !HEX64.test(o['hash'])) return 'bad hash';
-  if (typeof o['sig'] !== 'string') return 'bad sig';
+  if ('sig' in o && typeof o['sig'] !== 'string') return 'bad sig';
   for (const f of REQUIRED_FIELDS[o['type'] as AuditEventType]) if (!(f in o)) return `missing field ${f}`;
+  if (o['type'] === 'lifecycle' && o['event'] === 'checkpoint') {
+    for (const f of CHECKPOINT_FIELDS) if (!(f in o)) return f === 'sig' ? 'checkpoint without a signature' : `missing field ${f}`;
+    for (const f of ['first_seq', 'last_seq', 'events']) if (!Number.isSafeInteger(o[f])) return `bad ${f}`;
+    if (typeof o['recovered'] !== 'boolean') return 'bad recovered';
+  }
   return null;
 }
 
-/** Hash and signature of one event; returns the problem or null. */
+export function isCheckpoint(e: AuditEvent): e is CheckpointEvent {
+  return e.type === 'lifecycle' && e.event === 'checkpoint';
+}
+
+/** Hash of one event, and its signature when it has one; returns the problem or null. */
 export function sealProblem(e: AuditEvent, publicKey: KeyObject): string | null {
   const canonical = canonicalWithoutSeal(e as unknown as Record<string, unknown>);
   if (chainHash(e.prev_hash, canonical) !== e.hash) return 'edited (hash mismatch)';
-  if (!verifyHashSig(publicKey, e.hash, e.sig)) return 'bad signature';
+  if (e.sig !== undefined && !verifyHashSig(publicKey, e.hash, e.sig)) return 'bad signature';
   return null;
 }
 
@@ -70,11 +102,14 @@ function otherKeyProblem(files: readonly string[], publicKey: KeyObject): string
         continue;
       }
       if (shapeProblem(e) !== null) continue;
-      if (sealProblem(e, publicKey) === null) return null;
       if (e.type === 'lifecycle' && e.event === 'start') recorded = RECORDED_KEY.exec(e.detail ?? '')?.[1] ?? recorded;
+      // Only a signature can say which key signed: unsigned events (checkpoint mode) are skipped.
+      if (e.sig !== undefined && sealProblem(e, publicKey) === null) return null;
     }
   }
   const ours = keyFingerprint(publicKey);
+  // The log says it was signed with this very key: then the signatures were altered (or the hashes they sign).
+  if (recorded === ours) return null;
   const theirs = recorded !== null && recorded !== ours ? ` (fingerprint ${recorded})` : '';
   return `signed by another key${theirs}, not this one (fingerprint ${ours}): no event verifies with it; pass the log's own key with --public-key`;
 }
@@ -100,7 +135,8 @@ function* linesOf(file: string): Generator<Line> {
 }
 
 /**
- * Verifies an audit log offline: JSON, required fields, recomputed hash, signature, gapless `seq` and
+ * Verifies an audit log offline: JSON, required fields, recomputed hash, every signature present (each
+ * event's, or the checkpoints' that cover the unsigned ones: docs/audit.md "Checkpoints"), gapless `seq` and
  * `prev_hash` linkage across `paths` in the given order (a single directory or base path expands to its
  * rotated set, oldest first). Reports the FIRST bad file:line. It cannot detect the removal of events at
  * the tail (or of the newest files) — compare `headHash` with a copy anchored elsewhere for that.
@@ -125,6 +161,12 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
   let prevSeq = 0;
   let events = 0;
   const repairs: VerifiedRepair[] = [];
+  let checkpoints = 0;
+  let signedAlone = 0;
+  const recovered: UnsignedRun[] = [];
+  /** The unsigned events since the last signed one: where the first is, and how many. */
+  let run: { file: string; line: number; first: number; atStart: boolean } | null = null;
+  let runCount = 0;
   for (const file of files) {
     let lines: Line[];
     try {
@@ -154,7 +196,7 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
       if (shape !== null) return bad(shape);
       const e = parsed as AuditEvent;
       const seal = sealProblem(e, publicKey);
-      if (seal === 'bad signature') return bad(otherKeyProblem(files, publicKey) ?? seal);
+      if (seal === 'bad signature') return bad(otherKeyProblem(files, publicKey) ?? (isCheckpoint(e) ? `bad signature (the checkpoint over seq ${e.first_seq}..${e.last_seq})` : seal));
       if (seal !== null) return bad(seal);
       if (!l.terminated) return bad('truncated last line (no newline); "firma audit repair" moves it aside');
 
@@ -176,12 +218,38 @@ export function verifyAuditFiles(paths: string[], publicKeyPem: string, opts: Ve
         }
         if (e.prev_hash !== prevHash) return bad('broken chain (prev_hash does not match the previous event)');
       }
+      if (e.sig === undefined) {
+        run ??= { file: l.file, line: l.line, first: e.seq, atStart: prevHash === null };
+        runCount++;
+      } else if (isCheckpoint(e)) {
+        const covered = coverageProblem(e, run === null ? null : { first: run.first, count: runCount, atStart: run.atStart && opts.allowMissingStart === true });
+        if (covered !== null) return bad(covered);
+        checkpoints++;
+        if (e.recovered) recovered.push({ file: l.file, line: l.line, first: e.first_seq, last: e.last_seq, events: e.events });
+        run = null;
+        runCount = 0;
+      } else {
+        signedAlone++;
+        run = null; // its signature covers every event before it too, through the chain
+        runCount = 0;
+      }
       prevSeq = e.seq;
       prevHash = e.hash;
       events++;
       if (e.type === 'lifecycle' && e.event === 'audit_repaired') repairs.push({ file: l.file, line: l.line, seq: e.seq, detail: e.detail ?? '' });
     }
   }
-  if (prevHash === null) return { ok: true, events: 0, headHash: GENESIS_HASH, lastSeq: 0, repairs };
-  return { ok: true, events, headHash: prevHash, lastSeq: prevSeq, repairs };
+  const unsignedTail = run === null ? null : { file: run.file, line: run.line, first: run.first, last: prevSeq, events: runCount };
+  return { ok: true, events, headHash: prevHash ?? GENESIS_HASH, lastSeq: prevSeq, repairs, checkpoints, signedAlone, recovered, unsignedTail };
+}
+
+/**
+ * A checkpoint must say what it signs: the unsigned events just before it, `first_seq..last_seq` (its
+ * own seq - 1), `events` of them. `run.atStart`: the log may begin inside its range (older files pruned).
+ */
+function coverageProblem(e: CheckpointEvent, run: { first: number; count: number; atStart: boolean } | null): string | null {
+  const before = run === null ? 'none' : `seq ${run.first}..${e.seq - 1}`;
+  const firstOk = run !== null && (e.first_seq === run.first || (run.atStart && e.first_seq < run.first));
+  if (firstOk && e.last_seq === e.seq - 1 && e.events === e.last_seq - e.first_seq + 1) return null;
+  return `checkpoint does not match the events before it (it covers seq ${e.first_seq}..${e.last_seq}, ${e.events} events; the unsigned events before it: ${before})`;
 }

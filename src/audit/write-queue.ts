@@ -14,6 +14,8 @@ export class WriteQueue {
   private headOffset = 0;
   private queuedBytes = 0;
   private done = 0;
+  /** Line numbers (1-based, counted like `linesDone`) after which the file must rotate, ascending. */
+  private readonly rotateAfter: number[] = [];
 
   /** Lines not yet written in full. */
   get length(): number {
@@ -28,6 +30,19 @@ export class WriteQueue {
     return this.queuedBytes;
   }
 
+  /**
+   * The live file is to end after line `n` (counted like `linesDone`; in checkpoint mode, a checkpoint
+   * sealed for the rotation: checkpoint.ts): `takeBatch` stops there and then asks for the rotation.
+   */
+  rotateAfterLine(n: number): void {
+    this.rotateAfter.push(n);
+  }
+
+  /** The rotation asked for is done. */
+  rotated(): void {
+    if (this.rotateAfter[0] !== undefined && this.rotateAfter[0] <= this.done) this.rotateAfter.shift();
+  }
+
   push(line: Buffer): void {
     this.lines.push(line);
     this.queuedBytes += line.length;
@@ -40,7 +55,15 @@ export class WriteQueue {
   takeBatch(fileBytes: number, maxFileBytes: number): Buffer | null {
     const parts: Buffer[] = [];
     let size = 0;
-    for (let i = this.start; i < this.lines.length; i++) {
+    const mark = this.rotateAfter[0];
+    if (mark !== undefined && mark <= this.done && this.headOffset === 0) {
+      if (fileBytes > 0) return null;
+      this.rotateAfter.shift(); // the file is empty already
+    }
+    const next = this.rotateAfter[0];
+    // A mark already passed (only a partly written line can be ahead of it) never holds the queue back.
+    const upTo = next === undefined || next <= this.done ? this.lines.length : Math.min(this.lines.length, this.start + (next - this.done));
+    for (let i = this.start; i < upTo; i++) {
       const whole = this.lines[i];
       if (whole === undefined) break;
       const b = i === this.start && this.headOffset > 0 ? whole.subarray(this.headOffset) : whole;

@@ -4,6 +4,7 @@ import { errorCode } from '../core/errors.js';
 import type { AuditWriteMetrics } from '../core/metrics.js';
 import { GENESIS_HASH } from './chain.js';
 import type { AuditEventBody } from './events.js';
+import { Checkpointer, type AuditSignatures, type CheckpointBounds } from './checkpoint.js';
 import { CommitWaiters } from './commit.js';
 import { listRotated } from './files.js';
 import { keyFingerprint, loadOrCreateAuditKeys } from './keys.js';
@@ -36,6 +37,9 @@ export interface AuditWriterOptions {
   readonly onStateChange?: (available: boolean, err?: unknown) => void;
   /** Batch write latency and failed attempts (`/metrics`). */
   readonly metrics?: AuditWriteMetrics;
+  /** Each event signed, or by checkpoints (default; docs/audit.md "Checkpoints"). */
+  readonly signatures?: AuditSignatures;
+  readonly checkpointBounds?: CheckpointBounds; // tests only: sooner than the contract's 100 ms / 1,000 events
 }
 
 /** Bounds of what is held in memory while the disk refuses writes; past them `append` fails closed. */
@@ -53,22 +57,24 @@ export interface AuditRecovery {
 }
 
 /**
- * The single writer of the audit log. `append` decides the chain on the event loop, in call order, and
- * hands the hash to the signer (sealer.ts, signer.ts): a worker thread, so Ed25519 (~40–100 µs an
- * event) stays off the event loop and each request's critical path, or inline when the process is
- * confined to one CPU. Signed lines come back in order, batched, and join the write queue
+ * The single writer of the audit log. `append` decides the chain on the event loop, in call order
+ * (sealer.ts). By default events are left unsigned and a signed checkpoint follows them within 100 ms
+ * or 1,000 events (checkpoint.ts); with signatures "event" each gets its own Ed25519 signature from the
+ * signer (signer.ts: a worker thread, or inline on one CPU). Lines join the write queue in order
  * (write-queue.ts); one async loop writes batches with `fs.write` to an O_APPEND fd, rotating the live
  * file when it is full (live-file.ts). On a write error the file is cut back to its last whole line,
  * the unwritten lines stay queued in order, `available` turns false, and the loop retries every 250 ms
  * (reopening the path) until a write succeeds, then logs `audit_recovered` with what the outage
  * refused (docs/audit.md "Fail closed"). With fsync "always", callers await `durable()` before
- * dispatching; one fsync per batch serves them all (commit.ts).
+ * dispatching; one fsync per batch serves them all (commit.ts), and none waits for a checkpoint.
  */
 export class AuditWriter {
   private avail = true;
   private closed = false;
   private readonly queue = new WriteQueue();
   private readonly sealer: ChainSealer;
+  private readonly chain: Checkpointer; // every event is sealed through it
+  private appendedSeq: number; // seq of the last event `append` took: `durable` waits for no checkpoint after it
   private running = false;
   private scheduled = false;
   private syncDue = false;
@@ -92,7 +98,15 @@ export class AuditWriter {
     readonly keyFingerprint: string,
   ) {
     this.sealer = new ChainSealer(signer, start, this.queue, () => this.kick());
+    this.chain = new Checkpointer(this.sealer, {
+      signatures: opts.signatures ?? 'checkpoint',
+      maxFileBytes: opts.maxFileBytes,
+      fileBytes: live.bytes,
+      rotateAfter: (seq) => this.queue.rotateAfterLine(seq - start.seq),
+      ...(opts.checkpointBounds !== undefined ? { bounds: opts.checkpointBounds } : {}),
+    });
     this.startSeq = start.seq;
+    this.appendedSeq = start.seq;
     this.commits = new CommitWaiters(start.seq);
     if (opts.fsync === 'interval') {
       this.syncTimer = setInterval(() => {
@@ -108,7 +122,8 @@ export class AuditWriter {
   /**
    * Opens (creating the key pair and file when missing) and resumes the chain from the newest file. A
    * torn last line is moved aside and recorded (`audit_repaired`), and approvals a killed run left open
-   * are closed (`abandoned`), before anything else is appended (docs/audit.md).
+   * are closed (`abandoned`), before anything else is appended (docs/audit.md). Before even those, events
+   * a killed run left unsigned get a `recovered` checkpoint (docs/audit.md "Checkpoints").
    */
   static open(opts: AuditWriterOptions): AuditWriter {
     const keys = loadOrCreateAuditKeys(opts.keyDir);
@@ -128,11 +143,12 @@ export class AuditWriter {
       dirty: false,
       nextRotation: (rotated[rotated.length - 1]?.n ?? 0) + 1,
     }, keyFingerprint(keys.publicKey));
+    if (tail !== null && tail.unsignedFrom !== null) w.chain.recover(tail.unsignedFrom, tail.seq);
     for (const t of torn) {
-      w.sealer.seal({ type: 'lifecycle', event: 'audit_repaired', detail: repairDetail(t, tail?.seq ?? 0), request_id: null, agent_id: null });
+      w.chain.seal({ type: 'lifecycle', event: 'audit_repaired', detail: repairDetail(t, tail?.seq ?? 0), request_id: null, agent_id: null });
     }
     for (const a of open) {
-      w.sealer.seal({
+      w.chain.seal({
         type: 'approval',
         request_id: a.requestId,
         agent_id: a.agentId,
@@ -159,6 +175,10 @@ export class AuditWriter {
   get seq(): number {
     return this.sealer.seq;
   }
+  /** Checkpoints sealed so far by this writer (`recovered` ones included). */
+  get checkpoints(): number {
+    return this.chain.sealed;
+  }
   /** Events appended but not yet written. */
   get pending(): number {
     return this.queue.length + this.sealer.sealing;
@@ -177,7 +197,8 @@ export class AuditWriter {
     // The queue had filled while the disk still worked (too slow): say so once it takes events again.
     if (this.avail && !this.refusals.empty) this.sealLifecycle('audit_recovered', `queue_full${this.refusals.take()}`);
     try {
-      this.sealer.seal(body);
+      this.chain.seal(body);
+      this.appendedSeq = this.sealer.seq;
       return true;
     } catch {
       // Only a body that cannot be serialised gets here (e.g. a BigInt from an untyped caller).
@@ -198,7 +219,7 @@ export class AuditWriter {
   durable(): Promise<boolean> | null {
     if (this.opts.fsync !== 'always') return null;
     if (this.closed || !this.avail) return Promise.resolve(false);
-    return this.commits.wait(this.sealer.seq);
+    return this.commits.wait(this.appendedSeq);
   }
 
   /** Resolves once every event appended before the call is written and fsynced; waits through an outage. */
@@ -212,6 +233,8 @@ export class AuditWriter {
 
   /** Flushes and closes. While unavailable it gives up and rejects, naming how many events were not written. */
   async close(): Promise<void> {
+    // The last checkpoint, so a stopped sidecar's log ends signed.
+    if (!this.closed) this.chain.close();
     this.closed = true;
     if (this.syncTimer !== null) clearInterval(this.syncTimer);
     if (this.avail) {
@@ -263,6 +286,7 @@ export class AuditWriter {
           const batch = this.queue.takeBatch(this.live.bytes, this.opts.maxFileBytes);
           if (batch === null) {
             await rotateLiveFile(this.opts.path, this.live, fd, this.opts.fsync !== 'never');
+            this.queue.rotated();
             continue;
           }
           let off = 0;
@@ -322,7 +346,7 @@ export class AuditWriter {
   }
 
   private sealLifecycle(event: 'audit_failed' | 'audit_recovered', detail: string): void {
-    this.sealer.seal({ type: 'lifecycle', event, detail, request_id: null, agent_id: null });
+    this.chain.seal({ type: 'lifecycle', event, detail, request_id: null, agent_id: null });
   }
 
   private failed(err: unknown): void {

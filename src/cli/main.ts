@@ -27,6 +27,7 @@ async function main(argv: string[]): Promise<void> {
         scope: { type: 'string' },
         ttl: { type: 'string' },
         'public-key': { type: 'string' },
+        'allow-unsigned-tail': { type: 'boolean', default: false },
         follow: { type: 'boolean', short: 'f', default: false },
         decision: { type: 'string' },
         host: { type: 'string' },

@@ -15,8 +15,10 @@ usage:
                                      mint a capability token (PASETO v4.public) with the local signing key
   firma token revoke TOKEN_ID [--config PATH]
                                      add a token id to the revocation list (takes effect without restart)
-  firma audit verify [PATH...] [--public-key FILE]
-                                     verify the hash chain and every signature; exit 1 naming the first bad line
+  firma audit verify [PATH...] [--public-key FILE] [--allow-unsigned-tail]
+                                     verify the hash chain and every signature; exit 1 naming the first bad
+                                     line, or the events after the last checkpoint (not signed yet) unless
+                                     --allow-unsigned-tail
   firma audit key                    print the audit public key (to verify elsewhere)
   firma audit repair [--config PATH] move a torn last line (left by an older version) aside and record it;
                                      run with the sidecar stopped (start does this by itself)

@@ -313,6 +313,10 @@ export const firmaConfigSchema = s
           .default(104_857_600)
           .describe('Rotate the audit file past this size; the first event of the new file links to the last of the old.'),
         stdout: s.boolean().default(false).describe('Also write every event as a JSON line to stdout (through the logger), e.g. for a log collector.'),
+        signatures: s
+          .enum(['checkpoint', 'event'])
+          .default('checkpoint')
+          .describe('"checkpoint": events are hash-chained unsigned and a signed checkpoint event follows within 100 ms or 1,000 events (and at stop and rotation); "event": every event signed. Why and what each costs: docs/audit.md "Checkpoints".'),
       })
       .describe('The signed, hash-chained audit log (docs/audit.md).'),
 

@@ -350,7 +350,8 @@ t.test('agent disconnect cancels the approval; shutdown denies what is pending',
   const ev = events(sc);
   t.ok(ev.some((e) => e.type === 'approval' && e['action'] === 'cancelled' && e['approval_id'] === p.id && e['reason'] === 'agent_disconnected'), 'cancel audited');
   t.ok(ev.some((e) => e.type === 'approval' && e['action'] === 'denied' && e['reason'] === 'shutdown'), 'shutdown denial audited');
-  t.equal(ev.at(-1)?.['event'], 'stop', 'and all of it before the stop event');
+  // The stop event, then the checkpoint that signs it and everything since the one before (docs/audit.md "Checkpoints").
+  t.same(ev.slice(-2).map((e) => e['event']), ['stop', 'checkpoint'], 'and all of it before the stop event');
 });
 
 t.test('mutations need a valid token (401), reads do not; bad input is a 400', async (t) => {

@@ -56,7 +56,8 @@ t.test('a torn last line from an older version: verify names it, `firma audit re
   const repaired = await runFirma(['audit', 'repair'], dir);
   t.equal(repaired.code, 0, repaired.stderr);
   t.match(repaired.stdout, new RegExp(`^repaired: the torn last line of \\S+audit\\.jsonl \\(${fragment.length} bytes, sha256:[0-9a-f]{64}\\) moved to \\S+audit\\.jsonl\\.torn-\\S+$`, 'm'));
-  t.match(repaired.stdout, new RegExp(`chain continues to seq ${whole + 1}`));
+  // The audit_repaired event (seq whole + 1) and the checkpoint that signs it as the repair closes the log.
+  t.match(repaired.stdout, new RegExp(`chain continues to seq ${whole + 2}`));
   const torn = readdirSync(join(dir, 'audit')).filter((n) => n.startsWith('audit.jsonl.torn-'));
   t.equal(torn.length, 1);
   t.equal(readFileSync(join(dir, 'audit', torn[0] ?? ''), 'utf8'), fragment, 'the fragment kept as it was');

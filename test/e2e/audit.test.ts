@@ -131,7 +131,7 @@ prefix = "Bearer "
   const config = join(sc.dir, 'firma.toml');
   const ok = await firma(['audit', 'verify', '--config', config], sc.dir);
   t.equal(ok.code, 0, ok.stderr);
-  t.match(ok.stdout, /^ok: \d+ events, seq 1\.\.\d+, chain and every signature valid\nhead hash [0-9a-f]{64}/);
+  t.match(ok.stdout, /^ok: \d+ events, seq 1\.\.\d+, chain and every signature valid \(\d+ checkpoints?\)\nhead hash [0-9a-f]{64}/);
   const key = await firma(['audit', 'key', '--config', config], sc.dir);
   t.match(key.stdout, /^-----BEGIN PUBLIC KEY-----/);
   const tail = await firma(['audit', 'tail', '--decision', 'deny', '--config', config], sc.dir);
@@ -154,9 +154,12 @@ prefix = "Bearer "
   const swapped = [...lines];
   [swapped[2], swapped[3]] = [swapped[3] as string, swapped[2] as string];
   await tamper('swap', swapped, /tampered-swap\.jsonl:3: /);
+  // A copy of the first checkpoint with a forged signature, inserted before it (events carry no sig: signatures = "checkpoint").
+  const cp = lines.findIndex((l) => l.includes('"event":"checkpoint"'));
+  t.ok(cp > 0, 'the log has checkpoints');
   const forged = [...lines];
-  forged.splice(5, 0, (lines[5] as string).replace(/"sig":"[^"]+"/, '"sig":"AAAA"'));
-  await tamper('insert', forged, /tampered-insert\.jsonl:6: /);
+  forged.splice(cp, 0, (lines[cp] as string).replace(/"sig":"[^"]+"/, '"sig":"AAAA"'));
+  await tamper('insert', forged, new RegExp(`tampered-insert\\.jsonl:${cp + 1}: bad signature \\(the checkpoint over seq \\d+\\.\\.\\d+\\)`));
 });
 
 t.test('2,000 requests at concurrency 50: 2,000 decision events, gapless, verified', async (t) => {

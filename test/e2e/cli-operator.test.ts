@@ -92,7 +92,10 @@ t.test('audit verify from another folder uses the log’s key; a wrong key is "s
 
   const wrong = await runFirma(['audit', 'verify', log, '--public-key', join(elsewhere, 'keys', 'audit.pub')], elsewhere, SHELL);
   t.equal(wrong.code, 1);
-  t.match(wrong.stderr, `audit.jsonl:1: signed by another key (fingerprint ${recorded}), not this one (fingerprint sha256:`);
+  // Named at the first signature, the first checkpoint (the events before it carry none).
+  const firstSigned = readFileSync(log, 'utf8').split('\n').findIndex((l) => l.includes('"sig":')) + 1;
+  t.ok(firstSigned > 1, `the first signature is the checkpoint on line ${firstSigned}`);
+  t.match(wrong.stderr, `audit.jsonl:${firstSigned}: signed by another key (fingerprint ${recorded}), not this one (fingerprint sha256:`);
   t.notMatch(wrong.stderr, /bad signature|edited/, 'not the words of tampering');
 
   // A log really edited still reads as edited, with its own key.

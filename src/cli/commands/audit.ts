@@ -7,7 +7,7 @@ import type { AuditEvent } from '../../audit/events.js';
 import { readAuditLog } from '../../audit/follow.js';
 import { AUDIT_PUBLIC_KEY_FILE, keyFingerprint } from '../../audit/keys.js';
 import { RequestTail } from '../../audit/tail.js';
-import { verifyAuditFiles } from '../../audit/verify.js';
+import { verifyAuditFiles, type UnsignedRun, type VerifiedLog } from '../../audit/verify.js';
 import { readConfig } from '../read-config.js';
 import { auditRepair } from './audit-repair.js';
 import { fail, USAGE } from '../usage.js';
@@ -15,6 +15,7 @@ import { fail, USAGE } from '../usage.js';
 export interface AuditFlags {
   readonly config?: string | undefined;
   readonly 'public-key'?: string | undefined;
+  readonly 'allow-unsigned-tail'?: boolean | undefined;
   readonly follow?: boolean | undefined;
   readonly decision?: string | undefined;
   readonly agent?: string | undefined;
@@ -61,6 +62,26 @@ function fragmentCheck(logFile: string, detail: string): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}` === m[1] ? ' (fragment file present, hash matches)' : ' (fragment file present, HASH DIFFERS)';
 }
 
+const seqs = (r: UnsignedRun): string => (r.first === r.last ? `seq ${r.first}` : `seq ${r.first}..${r.last}`);
+const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+/** Events after the last signature (docs/audit.md "Checkpoints"): what they are, in one sentence. */
+function unsignedTailLine(r: VerifiedLog, tail: UnsignedRun): string {
+  const after = r.checkpoints + r.signedAlone > 0 ? 'after the last checkpoint' : 'with no checkpoint after them';
+  return `${tail.file}: ${plural(tail.events, 'event')} ${after} (${seqs(tail)}) ${tail.events === 1 ? 'is' : 'are'} not signed yet (the sidecar is running, or was killed)`;
+}
+
+/** The first line of a successful verify: what was checked, how it was signed, what was signed late. */
+function summaryLine(r: VerifiedLog): string {
+  const how = [r.checkpoints > 0 ? plural(r.checkpoints, 'checkpoint') : '', r.signedAlone > 0 ? `${plural(r.signedAlone, 'event')} signed on ${r.signedAlone === 1 ? 'its' : 'their'} own` : '']
+    .filter((x) => x !== '')
+    .join(', ');
+  const late = r.recovered.reduce((n, x) => n + x.events, 0);
+  const recovered = late === 0 ? '' : `; ${plural(late, 'event')} (${r.recovered.map(seqs).join(', ')}) signed at recovery after a kill, not when written`;
+  const upTo = r.unsignedTail === null ? '' : ` up to seq ${r.unsignedTail.first - 1}`;
+  return `ok: ${r.events} events, seq 1..${r.lastSeq}, chain and every signature valid${upTo}${how === '' ? '' : ` (${how})`}${recovered}\n`;
+}
+
 /** `firma audit verify | key | tail [-f] | repair`. */
 export async function auditCommand(sub: string | undefined, rest: readonly string[], values: AuditFlags): Promise<void> {
   const config = readConfig(values.config);
@@ -85,10 +106,15 @@ export async function auditCommand(sub: string | undefined, rest: readonly strin
     const result = verifyAuditFiles(paths, pem);
     const key = `key ${publicKeyFile} (fingerprint ${keyFingerprint(createPublicKey(pem))})`;
     if (!result.ok) fail(`${result.file}:${result.line}: ${result.problem}\n(checked with ${key})`);
+    const tail = result.unsignedTail;
+    if (tail !== null && values['allow-unsigned-tail'] !== true) {
+      fail(`${unsignedTailLine(result, tail)}; --allow-unsigned-tail accepts them\n(checked with ${key})`);
+    }
     // A repaired torn line is part of the history: name it, and whether the fragment moved aside is still there.
     const repairs = result.repairs.map((r) => `repaired: ${r.file}:${r.line} (seq ${r.seq}): ${r.detail}${fragmentCheck(r.file, r.detail)}\n`).join('');
     process.stdout.write(
-      `ok: ${result.events} events, seq 1..${result.lastSeq}, chain and every signature valid\n` +
+      summaryLine(result) +
+        (tail === null ? '' : `unsigned: ${unsignedTailLine(result, tail)}\n`) +
         repairs +
         `head hash ${result.headHash}\n` +
         `verified with ${key}\n` +

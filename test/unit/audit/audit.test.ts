@@ -33,7 +33,9 @@ function setup(extra: Partial<AuditWriterOptions> = {}): { dir: string; path: st
   const dir = tmp();
   const path = join(dir, 'audit', 'audit.jsonl');
   const keyDir = join(dir, 'keys');
-  const opts: AuditWriterOptions = { path, keyDir, fsync: 'never', maxFileBytes: 1 << 30, ...extra };
+  // Every event signed on its own: this file is about the chain and per-event signatures (signatures =
+  // "event"); the default, checkpoints, is tested in checkpoint.test.ts.
+  const opts: AuditWriterOptions = { path, keyDir, fsync: 'never', maxFileBytes: 1 << 30, signatures: 'event', ...extra };
   return { dir, path, keyDir, opts, pub: () => readFileSync(join(keyDir, 'audit.pub'), 'utf8') };
 }
 

@@ -41,13 +41,16 @@ async function writeAll(opts: AuditWriterOptions, bodies: AuditEventBody[]): Pro
   await w.close();
 }
 const events = (p: string): AuditEvent[] => readFileSync(p, 'utf8').split('\n').slice(0, -1).map((l) => JSON.parse(l) as AuditEvent);
+/** The events without the writer's checkpoints (signatures = "checkpoint", the default; checkpoint.test.ts). */
+const bodies = (evs: AuditEvent[]): AuditEvent[] => evs.filter((e) => !(e.type === 'lifecycle' && e.event === 'checkpoint'));
 
 t.test('a torn last line is moved aside at open (0600, same bytes), recorded with its hash, and the chain verifies', async (t) => {
   const s = setup();
   await writeAll(s.opts, Array.from({ length: 10 }, (_, i) => decision(i + 1)));
   const fragment = '{"action_class":"demo.call","agent_id":"agent-1","appr';
   writeFileSync(s.path, readFileSync(s.path, 'utf8') + fragment);
-  t.match(verifyAuditFiles([s.path], s.pub()), { ok: false, line: 11, problem: /truncated last line.*firma audit repair/ }, 'verify names it and the fix');
+  // 10 decisions and the checkpoint the close wrote (seq 11), then the fragment.
+  t.match(verifyAuditFiles([s.path], s.pub()), { ok: false, line: 12, problem: /truncated last line.*firma audit repair/ }, 'verify names it and the fix');
   const w = AuditWriter.open(s.opts);
   t.equal(w.recovery.torn.length, 1);
   const torn = w.recovery.torn[0];
@@ -60,12 +63,13 @@ t.test('a torn last line is moved aside at open (0600, same bytes), recorded wit
   t.ok(w.append(decision(11)));
   await w.close();
   const evs = events(s.path);
-  t.same(evs.map((e) => e.seq), Array.from({ length: 12 }, (_, i) => i + 1), 'the chain goes on from the last whole event');
-  t.match(evs[10], { type: 'lifecycle', event: 'audit_repaired', detail: `torn last line of audit.jsonl after seq 10: ${fragment.length} bytes ${sha}, moved to ${moved.slice(moved.lastIndexOf('/') + 1)}` });
+  t.same(evs.map((e) => e.seq), Array.from({ length: 14 }, (_, i) => i + 1), 'the chain goes on from the last whole event');
+  t.match(evs[11], { type: 'lifecycle', event: 'audit_repaired', detail: `torn last line of audit.jsonl after seq 11: ${fragment.length} bytes ${sha}, moved to ${moved.slice(moved.lastIndexOf('/') + 1)}` });
+  t.match(evs[13], { event: 'checkpoint', first_seq: 12, last_seq: 13 }, 'the repair and the new event are signed by the closing checkpoint');
   const v = verifyAuditFiles([s.path], s.pub());
-  t.match(v, { ok: true, events: 12, repairs: [{ seq: 11, line: 11, detail: /torn last line/ }] });
+  t.match(v, { ok: true, events: 14, repairs: [{ seq: 12, line: 12, detail: /torn last line/ }], unsignedTail: null });
   t.same(readdirSync(join(s.dir, 'audit')).filter((n) => !n.startsWith('audit.jsonl.torn-')), ['audit.jsonl'], 'the fragment is not taken for a rotated file');
-  t.match(verifyAuditFiles([join(s.dir, 'audit')], s.pub()), { ok: true, events: 12 }, 'nor is it part of the folder\'s set');
+  t.match(verifyAuditFiles([join(s.dir, 'audit')], s.pub()), { ok: true, events: 14 }, 'nor is it part of the folder\'s set');
 });
 
 t.test('a file that is nothing but a fragment: cut to empty, the chain starts over from the older files (here: none)', async (t) => {
@@ -75,8 +79,8 @@ t.test('a file that is nothing but a fragment: cut to empty, the chain starts ov
   const w = AuditWriter.open(s.opts);
   t.equal(w.seq, 1, 'only the repair event');
   await w.close();
-  t.match(events(s.path), [{ seq: 1, event: 'audit_repaired', detail: /after seq 0: 26 bytes/ }]);
-  t.match(verifyAuditFiles([s.path], s.pub()), { ok: true, events: 1 });
+  t.match(events(s.path), [{ seq: 1, event: 'audit_repaired', detail: /after seq 0: 26 bytes/ }, { seq: 2, event: 'checkpoint' }]);
+  t.match(verifyAuditFiles([s.path], s.pub()), { ok: true, events: 2 });
 });
 
 t.test('an edited last whole event still refuses to open (tampering is not a torn line)', async (t) => {
@@ -84,7 +88,13 @@ t.test('an edited last whole event still refuses to open (tampering is not a tor
   await writeAll(s.opts, [decision(1), decision(2)]);
   const text = readFileSync(s.path, 'utf8').replace('/v1/items/2', '/v1/items/3');
   writeFileSync(s.path, text + '{"torn');
-  t.throws(() => AuditWriter.open(s.opts), { code: 'FIRMA_AUDIT_CORRUPT', message: /audit\.jsonl:2: last event: edited/ });
+  // The last line is the checkpoint (seq 3), which verifies; the events it signs are checked back to the signature before.
+  t.throws(() => AuditWriter.open(s.opts), { code: 'FIRMA_AUDIT_CORRUPT', message: /audit\.jsonl:2: edited \(hash mismatch\) \(one of the last events/ });
+  // Signed on their own: the last event is the one checked.
+  const e = setup({ signatures: 'event' });
+  await writeAll(e.opts, [decision(1), decision(2)]);
+  writeFileSync(e.path, readFileSync(e.path, 'utf8').replace('/v1/items/2', '/v1/items/3') + '{"torn');
+  t.throws(() => AuditWriter.open(e.opts), { code: 'FIRMA_AUDIT_CORRUPT', message: /audit\.jsonl:2: last event: edited/ });
 });
 
 const mounted = (() => {
@@ -151,7 +161,11 @@ t.test('outage on /dev/full: events past the queue bound are counted as unrecord
   t.match(rec, { detail: /^ENOSPC refused_requests=1 unrecorded_events=6 first_refused=(\S+) last_refused=(\S+)$/ });
   const [, first, last] = /first_refused=(\S+) last_refused=(\S+)/.exec((rec as { detail: string }).detail) ?? [];
   t.ok(Date.parse(first ?? '') <= Date.parse(last ?? ''), 'first ≤ last');
-  t.match(verifyAuditFiles([s.path], s.pub()), { ok: true, events: 10_000 + 2 });
+  const v = verifyAuditFiles([s.path], s.pub());
+  t.match(v, { ok: true, unsignedTail: null });
+  const evs = events(s.path);
+  t.match(evs.at(-1), { event: 'checkpoint', recovered: false }, 'the close signs what the outage held');
+  t.equal(evs.filter((e) => e.type === 'decision').length, n - 1, 'every accepted event written');
 });
 
 t.test('group commit: with fsync "always" callers wait for the fsync, and one fsync covers many', async (t) => {
@@ -189,12 +203,13 @@ t.test('approvals a killed run left open are closed as abandoned at the next ope
   const w = AuditWriter.open(s.opts);
   t.equal(w.recovery.abandoned, 1);
   await w.close();
-  const last = events(s.path).at(-1);
+  const last = bodies(events(s.path)).at(-1);
   t.match(last, { type: 'approval', action: 'abandoned', approval_id: 'apr_b', request_id: 'req-2', agent_id: 'agent-1', approver: null, reason: 'sidecar_restarted' });
   const again = AuditWriter.open(s.opts);
   t.equal(again.recovery.abandoned, 0, 'an abandoned approval has its end');
   await again.close();
-  t.match(verifyAuditFiles([s.path], s.pub()), { ok: true, events: 9 });
+  // 8 events and a checkpoint; the abandoned event and its checkpoint; the second open had nothing to sign.
+  t.match(verifyAuditFiles([s.path], s.pub()), { ok: true, events: 11, checkpoints: 2 });
 });
 
 t.test('open approvals are looked for in the file rotated before the live one too', async (t) => {
@@ -207,7 +222,8 @@ t.test('open approvals are looked for in the file rotated before the live one to
   const w = AuditWriter.open(s.opts);
   t.equal(w.recovery.abandoned, 1);
   await w.close();
-  t.match(events(s.path).at(-1), { action: 'abandoned', approval_id: 'apr_r' });
-  t.match(verifyAuditFiles([join(s.dir, 'audit')], s.pub()), { ok: true, events: 11 });
+  t.match(bodies(events(s.path)).at(-1), { action: 'abandoned', approval_id: 'apr_r' });
+  t.match(verifyAuditFiles([join(s.dir, 'audit')], s.pub()), { ok: true, unsignedTail: null });
+  t.equal(bodies([...events(`${s.path}.1`), ...events(s.path)]).length, 11);
   rmSync(s.dir, { recursive: true, force: true });
 });

@@ -69,7 +69,7 @@ const DEFAULT_VALUES = {
     cache_ttl_ms: 60000,
     timeout_ms: 5000,
   },
-  audit: { path: '/work/audit/audit.jsonl', key_dir: '/work/keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false },
+  audit: { path: '/work/audit/audit.jsonl', key_dir: '/work/keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false, signatures: 'checkpoint' },
   approvals: { timeout_ms: 300000, max_pending: 1000, max_grant_minutes: 1440, webhook_url: '', webhook_timeout_ms: 5000, page_url: '' },
   redis: { url: '', key_prefix: 'firma', on_error: 'deny', timeout_ms: 500 },
 };
@@ -488,7 +488,7 @@ t.test('JSON Schema', async (t) => {
     },
     credentials: [],
     vault: { ...DEFAULT_VALUES.vault },
-    audit: { path: 'audit/audit.jsonl', key_dir: 'keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false },
+    audit: { path: 'audit/audit.jsonl', key_dir: 'keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false, signatures: 'checkpoint' },
     approvals: { ...DEFAULT_VALUES.approvals },
     redis: { ...DEFAULT_VALUES.redis },
   });
