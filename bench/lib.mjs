@@ -49,6 +49,19 @@ export const NCPU = os.availableParallelism?.() ?? os.cpus().length;
 /** Pin the proxy and the load to separate cores: two cores or more, taskset present, not --no-pin. */
 export const canPin = (noPin) => !noPin && NCPU >= 2 && has('taskset');
 
+/** Per-CPU [busy, total] ticks from /proc/stat (busy = user+nice+system+irq+softirq+steal). */
+export function coreTicks() {
+  const out = [];
+  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const v = m[2].trim().split(/\s+/).map(Number);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = v;
+    out[Number(m[1])] = { busy: user + nice + system + irq + softirq + steal, proc: user + nice + system, total: v.slice(0, 8).reduce((a, b) => a + b, 0) };
+  }
+  return out;
+}
+
 /** utime + stime of a process (all its threads) in clock ticks (proc(5) stat fields 14, 15), or null once gone. */
 export function cpuTicks(pid) {
   try {

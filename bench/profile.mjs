@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readOptions, numberOption, sleep, has, run, canPin, cpuTicks, CLK_TCK } from './lib.mjs';
+import { readOptions, numberOption, sleep, has, run, canPin, coreTicks, cpuTicks, CLK_TCK } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
@@ -198,8 +198,15 @@ hey(2);
 await sleep(500);
 const t0 = performance.now();
 const ticks0 = cpuTicks(pid);
+const cores0 = coreTicks();
 const load = hey(SECONDS);
 const ticks1 = cpuTicks(pid);
+const cores1 = coreTicks();
+// Each core's busy share over the load, and the sidecar's share of one core: CPU 1 much busier than the
+// sidecar means something else ran there (rerun on a quieter machine).
+const busy = cores1.map((c, i) => Math.round((100 * (c.busy - cores0[i].busy)) / (c.total - cores0[i].total)));
+const sidecarPct = Math.round((100 * (ticks1 - ticks0)) / CLK_TCK / ((performance.now() - t0) / 1000));
+const cpuLine = `sidecar ${sidecarPct} % of a core; cores busy ${busy.map((b, i) => `CPU${i} ${b} %`).join(', ')}; load average ${os.loadavg()[0].toFixed(1)}`;
 const t1 = performance.now();
 if (load.ok === 0) throw new Error(`no 200 answers through the sidecar: ${load.other.join(' ')} ${load.errors}\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
 await sleep(300);
@@ -209,7 +216,7 @@ children.delete(sidecar);
 
 // ---------------------------------------------------------------- the profile
 if (args['no-cpu-prof']) {
-  console.log(`${load.ok} answers 200 (${(load.ok / ((t1 - t0) / 1000)).toFixed(0)} req/s); sidecar CPU (all threads, /proc) ${(((ticks1 - ticks0) / CLK_TCK) * 1e6 / load.ok).toFixed(0)} µs/req`);
+  console.log(`${load.ok} answers 200 (${(load.ok / ((t1 - t0) / 1000)).toFixed(0)} req/s); sidecar CPU (all threads, /proc) ${(((ticks1 - ticks0) / CLK_TCK) * 1e6 / load.ok).toFixed(0)} µs/req; ${cpuLine}`);
   process.exit(0);
 }
 const file = fs.readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
@@ -303,7 +310,7 @@ const rows = [...totals].sort((a, b) => b[1] - a[1]).map(([cat, us]) => ({ compo
 const out = [];
 out.push(`### Profile: ${args.scheme === 'https' ? 'HTTPS MITM' : 'HTTP forward'}, pipeline ${args.pipeline}, hey -c ${CONNS}, ${args.upstream} upstream, ${SECONDS} s`);
 out.push('');
-out.push(`${load.ok} answers 200 (${(load.ok / ((t1 - t0) / 1000)).toFixed(0)} req/s)${load.other.length ? `, others ${load.other.join(' ')}` : ''}; sidecar CPU (all threads, /proc) ${cpuUsPerReq.toFixed(0)} µs/req; main thread busy in the profile ${(busyUs / requests).toFixed(0)} µs/req.`);
+out.push(`${load.ok} answers 200 (${(load.ok / ((t1 - t0) / 1000)).toFixed(0)} req/s)${load.other.length ? `, others ${load.other.join(' ')}` : ''}; sidecar CPU (all threads, /proc) ${cpuUsPerReq.toFixed(0)} µs/req; main thread busy in the profile ${(busyUs / requests).toFixed(0)} µs/req; ${cpuLine}.`);
 out.push('');
 out.push('| component | µs/req | share |');
 out.push('| --- | ---: | ---: |');
@@ -319,3 +326,4 @@ if (TOP > 0) {
 console.log(out.join('\n'));
 if (args.json) fs.writeFileSync(args.json, JSON.stringify({ scheme: args.scheme, pipeline: args.pipeline, requests: load.ok, cpu_us_per_req: cpuUsPerReq, busy_us_per_req: busyUs / requests, rows }, null, 2));
 if (args['keep-tmp']) progress(`kept ${tmp}`);
+process.exit(0); // the 'exit' handler stops nginx (a child keeps the event loop alive otherwise)

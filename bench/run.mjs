@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Agent, ProxyAgent, request } from 'undici';
-import { CLK_TCK, NCPU, canPin, cpuTicks as procTicks, has, numberOption, quantile, readOptions, run, sleep, statusKb } from './lib.mjs';
+import { CLK_TCK, NCPU, canPin, coreTicks, cpuTicks as procTicks, has, numberOption, quantile, readOptions, run, sleep, statusKb } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
@@ -129,19 +129,6 @@ function resetHwm(pid) {
     return false;
   }
 }
-/** Per-CPU [busy, total] ticks from /proc/stat (busy = user+nice+system+irq+softirq+steal). */
-function cpuTicks() {
-  const out = [];
-  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
-    const m = /^cpu(\d+) (.*)$/.exec(line);
-    if (!m) continue;
-    const v = m[2].trim().split(/\s+/).map(Number);
-    const [user, nice, system, idle, iowait, irq, softirq, steal] = v;
-    out[Number(m[1])] = { busy: user + nice + system + irq + softirq + steal, proc: user + nice + system, total: v.slice(0, 8).reduce((a, b) => a + b, 0) };
-  }
-  return out;
-}
-
 // ------------------------------------------------------------------------------------------ lifecycle
 const children = new Set();
 let tmp = null;
@@ -485,7 +472,7 @@ async function startEcho(certs) {
 
 // ------------------------------------------------------------------------------------------ measurement
 function snapshot(pids) {
-  return { at: performance.now(), cpus: cpuTicks(), self: process.cpuUsage(), ticks: Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, procTicks(pid)])) };
+  return { at: performance.now(), cpus: coreTicks(), self: process.cpuUsage(), ticks: Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, procTicks(pid)])) };
 }
 /** CPU figures between two snapshots: per-core busy %, each tracked process's ticks, and "other" %. */
 function cpuDelta(a, b) {
