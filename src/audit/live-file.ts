@@ -44,3 +44,21 @@ export async function rotateLiveFile(path: string, live: LiveFile, fd: number, s
   live.dirty = false;
   await reopenLiveFile(path, live);
 }
+
+/**
+ * A write failed after `off` bytes of `batch`: cut the file back to the end of its last whole line,
+ * so a kill during the outage cannot leave a torn line (docs/audit.md "Fail closed"). Returns the
+ * bytes that stay written. If the cut fails too, the partial line stays and the queue finishes it on
+ * the next write (the start of a later run moves it aside if none comes).
+ */
+export async function keepWholeLines(fd: number, batch: Buffer, off: number, fileBytes: number): Promise<number> {
+  if (off === 0) return 0;
+  const whole = batch.lastIndexOf(0x0a, off - 1) + 1;
+  if (whole === off) return off;
+  try {
+    await ftruncateAsync(fd, fileBytes + whole);
+    return whole;
+  } catch {
+    return off;
+  }
+}

@@ -8,7 +8,8 @@ import { Checkpointer, type AuditSignatures, type CheckpointBounds } from './che
 import { CommitWaiters } from './commit.js';
 import { listRotated } from './files.js';
 import { keyFingerprint, loadOrCreateAuditKeys } from './keys.js';
-import { closeAsync, fsyncAsync, ftruncateAsync, LIVE_FILE_FLAGS, reopenLiveFile, rotateLiveFile, writeAsync, type LiveFile } from './live-file.js';
+import { WritePace } from './write-pace.js';
+import { closeAsync, fsyncAsync, keepWholeLines, LIVE_FILE_FLAGS, reopenLiveFile, rotateLiveFile, writeAsync, type LiveFile } from './live-file.js';
 import { openApprovals } from './open-approvals.js';
 import { RefusalTally } from './refusals.js';
 import { resumeChain } from './resume.js';
@@ -77,6 +78,7 @@ export class AuditWriter {
   private appendedSeq: number; // seq of the last event `append` took: `durable` waits for no checkpoint after it
   private running = false;
   private scheduled = false;
+  private readonly pace = new WritePace();
   private syncDue = false;
   private lastError: unknown = null;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -137,7 +139,9 @@ export class AuditWriter {
     } catch (err: unknown) {
       throw new AuditWriterError('FIRMA_AUDIT_OPEN', `cannot open audit file ${opts.path} (${errCode(err)})`, { cause: err });
     }
-    const w = new AuditWriter(opts, createSigner(keys.privateKey), { seq: tail?.seq ?? 0, head: tail?.hash ?? GENESIS_HASH }, {
+    // Checkpoints sign ≤ ~10 hashes a second: inline (~20 µs each), no worker thread (docs/audit.md "Checkpoints").
+    const signer = opts.signatures === 'event' ? createSigner(keys.privateKey) : createSigner(keys.privateKey, 1);
+    const w = new AuditWriter(opts, signer, { seq: tail?.seq ?? 0, head: tail?.hash ?? GENESIS_HASH }, {
       fd,
       bytes: fstatSync(fd).size,
       dirty: false,
@@ -275,6 +279,18 @@ export class AuditWriter {
     for (const w of waiters) w();
   }
 
+  /** Whether to let the queue fill a little longer (write-pace.ts); if so the next run is scheduled. */
+  private coalescing(): boolean {
+    const wait = this.pace.delay(this.queue.bytes, this.opts.fsync === 'always' || this.closed || this.idleWaiters.length > 0);
+    if (wait === 0) return false;
+    this.scheduled = true;
+    setTimeout(() => {
+      this.scheduled = false;
+      void this.run();
+    }, wait);
+    return true;
+  }
+
   private async run(): Promise<void> {
     if (this.running) return;
     this.running = true;
@@ -283,6 +299,7 @@ export class AuditWriter {
         const fd = this.live.fd;
         if (fd === null) return;
         if (this.queue.length > 0) {
+          if (this.coalescing()) return;
           const batch = this.queue.takeBatch(this.live.bytes, this.opts.maxFileBytes);
           if (batch === null) {
             await rotateLiveFile(this.opts.path, this.live, fd, this.opts.fsync !== 'never');
@@ -291,10 +308,11 @@ export class AuditWriter {
           }
           let off = 0;
           const started = performance.now();
+          this.pace.wrote(started);
           try {
             while (off < batch.length) off += await writeAsync(fd, batch, off, batch.length - off);
           } catch (err: unknown) {
-            off = await this.keepWholeLines(fd, batch, off);
+            off = await keepWholeLines(fd, batch, off, this.live.bytes);
             throw err;
           } finally {
             this.queue.consume(off);
@@ -324,24 +342,6 @@ export class AuditWriter {
       this.failed(err);
     } finally {
       this.running = false;
-    }
-  }
-
-  /**
-   * A write failed after `off` bytes of `batch`: cut the file back to the end of its last whole line,
-   * so a kill during the outage cannot leave a torn line (docs/audit.md "Fail closed"). Returns the
-   * bytes that stay written. If the cut fails too, the partial line stays and the queue finishes it on
-   * the next write (the start of a later run moves it aside if none comes).
-   */
-  private async keepWholeLines(fd: number, batch: Buffer, off: number): Promise<number> {
-    if (off === 0) return 0;
-    const whole = batch.lastIndexOf(0x0a, off - 1) + 1;
-    if (whole === off) return off;
-    try {
-      await ftruncateAsync(fd, this.live.bytes + whole);
-      return whole;
-    } catch {
-      return off;
     }
   }
 
