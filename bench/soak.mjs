@@ -25,6 +25,8 @@ const USAGE = `usage: node bench/soak.mjs [options]
   --connections N      concurrent keep-alive connections per phase (default 1000; capped by ulimit -n)
   --seconds T          length of each phase (default 60)
   --schemes LIST       phases, in order: http,https (default both)
+  --direct-seconds T   per scheme, a phase of the same load straight at the upstream first, for the
+                       latency the sidecar adds (default 10; 0 = none)
   --settle S           seconds after the connections close before the last RSS reading (default 10)
   --request-timeout MS one exchange (connect, CONNECT, TLS or a request) may take this long (default 10000)
   --proxy-port P       the sidecar's proxy port (default: a free ephemeral port)
@@ -39,6 +41,7 @@ const args = readOptions({
       seconds: { type: 'string', default: '60' },
       schemes: { type: 'string', default: 'http,https' },
       settle: { type: 'string', default: '10' },
+      'direct-seconds': { type: 'string', default: '10' },
       'request-timeout': { type: 'string', default: '10000' },
       'proxy-port': { type: 'string', default: '0' },
       'admin-port': { type: 'string', default: '0' },
@@ -52,6 +55,7 @@ const OPT = {
   seconds: num('seconds', 1, 3600),
   schemes: [...new Set(args.schemes.split(',').map((s) => s.trim()).filter(Boolean))],
   settle: num('settle', 0, 600),
+  directSeconds: num('direct-seconds', 0, 3600),
   requestTimeout: num('request-timeout', 100, 120_000),
   proxyPort: num('proxy-port', 0, 65535),
   adminPort: num('admin-port', 0, 65535),
@@ -69,6 +73,7 @@ if (!fs.existsSync(CLI)) {
 const T0 = performance.now();
 const progress = (msg) => process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
 const ms = (v) => (v === null ? '-' : `${v.toFixed(1)} ms`);
+const sub = (a, b) => (a === null || b === null ? null : a - b);
 const mib = (kb) => (kb === null ? '-' : `${(kb / 1024).toFixed(0)} MiB`);
 
 const openFds = (pid) => {
@@ -340,7 +345,7 @@ async function agent(ph, i) {
   let initial = true;
   while (!ph.stopping) {
     const opened = performance.now();
-    const raw = net.connect(ph.proxyPort, '127.0.0.1');
+    const raw = net.connect(ph.direct ? ph.upstreamPort : ph.proxyPort, '127.0.0.1');
     ph.sockets.add(raw);
     let sock = raw;
     const firstByte = (t) => {
@@ -353,7 +358,10 @@ async function agent(ph, i) {
       ph.tcpMs.push(performance.now() - opened);
       if (initial && performance.now() - ph.startedAt <= 1000) ph.tcpFirstSecond++;
       let first = true;
-      if (ph.scheme === 'https') {
+      if (ph.scheme === 'https' && ph.direct) {
+        sock = tls.connect({ socket: raw, ca: ph.ca, host: '127.0.0.1', ALPNProtocols: ['http/1.1'] });
+        await waitEvent(sock, 'secureConnect', ph.timeout, 'tls').catch(stage('tls'));
+      } else if (ph.scheme === 'https') {
         const r = reader(raw);
         raw.write(`CONNECT ${ph.authority} HTTP/1.1\r\nHost: ${ph.authority}\r\n\r\n`);
         const status = await r.next(ph.timeout, { onFirst: firstByte, headOnly: true }).catch(stage('CONNECT'));
@@ -365,10 +373,14 @@ async function agent(ph, i) {
       }
       const r = reader(sock);
       while (!ph.stopping) {
+        const sent = performance.now();
         sock.write(ph.request);
         const status = await r.next(ph.timeout, first ? { onFirst: firstByte } : {}).catch(stage(first ? 'first request' : 'request'));
         first = false;
-        if (status === 200) ph.requests++;
+        if (status === 200) {
+          ph.requests++;
+          ph.requestMs.push(performance.now() - sent);
+        }
         else ph.count(`status_${status}`);
       }
     } catch (err) {
@@ -383,20 +395,32 @@ async function agent(ph, i) {
   }
 }
 
-async function phase(scheme, sidecar, upstream) {
+/** The same load straight at the upstream (no sidecar): the request latency the sidecar's figures are compared with. */
+async function directPhase(scheme, upstream, pki) {
   const port = scheme === 'http' ? upstream.http : upstream.https;
   const authority = `127.0.0.1:${port}`;
-  const ph = {
+  const ph = newPhase(scheme, { direct: true, upstreamPort: port, authority, ca: fs.readFileSync(pki.cert), request: `GET /small HTTP/1.1\r\nHost: ${authority}\r\n\r\n` });
+  progress(`${scheme} direct: ${N} connections for ${OPT.directSeconds} s`);
+  ph.startedAt = performance.now();
+  const agents = Array.from({ length: N }, (_, i) => agent(ph, i));
+  await sleep(OPT.directSeconds * 1000);
+  ph.stopping = true;
+  for (const s of ph.sockets) s.destroy();
+  await Promise.race([Promise.all(agents), sleep(5000)]);
+  const req = [...ph.requestMs].sort((a, b) => a - b);
+  return { requests: ph.requests, p50: quantile(req, 0.5), p99: quantile(req, 0.99), errors: ph.errors };
+}
+
+function newPhase(scheme, extra) {
+  return {
     scheme,
-    proxyPort: sidecar.proxyPort,
-    authority,
-    ca: sidecar.ca,
+    direct: false,
     timeout: OPT.requestTimeout,
-    request: scheme === 'http' ? `GET http://${authority}/small HTTP/1.1\r\nHost: ${authority}\r\n\r\n` : `GET /small HTTP/1.1\r\nHost: ${authority}\r\n\r\n`,
     stopping: false,
     sockets: new Set(),
     connectMs: [],
     tcpMs: [],
+    requestMs: [],
     answeredFirstSecond: 0,
     tcpFirstSecond: 0,
     requests: 0,
@@ -405,7 +429,19 @@ async function phase(scheme, sidecar, upstream) {
       this.errors[kind] = (this.errors[kind] ?? 0) + 1;
     },
     startedAt: 0,
+    ...extra,
   };
+}
+
+async function phase(scheme, sidecar, upstream, direct) {
+  const port = scheme === 'http' ? upstream.http : upstream.https;
+  const authority = `127.0.0.1:${port}`;
+  const ph = newPhase(scheme, {
+    proxyPort: sidecar.proxyPort,
+    authority,
+    ca: sidecar.ca,
+    request: scheme === 'http' ? `GET http://${authority}/small HTTP/1.1\r\nHost: ${authority}\r\n\r\n` : `GET /small HTTP/1.1\r\nHost: ${authority}\r\n\r\n`,
+  });
   const before = listenCounters();
   const rssIdle = statusKb(sidecar.pid, 'VmRSS');
   try {
@@ -435,6 +471,7 @@ async function phase(scheme, sidecar, upstream) {
   progress(`${scheme}: connections closed; RSS again in ${OPT.settle} s`);
   await sleep(OPT.settle * 1000);
   const connect = [...ph.connectMs].sort((a, b) => a - b);
+  const req = [...ph.requestMs].sort((a, b) => a - b);
   const tcp = [...ph.tcpMs].sort((a, b) => a - b);
   const pct = (a, b) => (a === null || b === null ? null : Math.round(((b - a) / CLK_TCK / elapsed) * 100));
   return {
@@ -450,6 +487,9 @@ async function phase(scheme, sidecar, upstream) {
     connectsMeasured: connect.length,
     requests: ph.requests,
     rps: Math.round(ph.requests / elapsed),
+    requestP50: quantile(req, 0.5),
+    requestP99: quantile(req, 0.99),
+    direct,
     errors: ph.errors,
     listenOverflows: delta(before.overflows, after.overflows),
     listenDrops: delta(before.drops, after.drops),
@@ -469,6 +509,9 @@ function report(results, meta) {
     ['connect latency p50 / p99 / max (open → first answer byte)', (r) => `${ms(r.connectP50)} / ${ms(r.connectP99)} / ${ms(r.connectMax)} (${r.connectsMeasured} connects)`],
     ['TCP connect p99', (r) => ms(r.tcpP99)],
     ['requests, rate', (r) => `${r.requests} in ${r.seconds} s, ${r.rps} req/s`],
+    ['request latency p50 / p99 (sidecar; direct; added)', (r) => `${ms(r.requestP50)} / ${ms(r.requestP99)}${r.direct === null ? '' : `; ${ms(r.direct.p50)} / ${ms(r.direct.p99)}; +${ms(sub(r.requestP50, r.direct.p50))} / +${ms(sub(r.requestP99, r.direct.p99))}`}`],
+    ['audit: decisions / outcomes (200) / decisions with no outcome', (r) => (r.audit === undefined ? '-' : `${r.audit.decisions} / ${r.audit.outcomes} (${r.audit.ok}) / ${r.audit.unmatched}`)],
+    ['answers 200 the client read with no 200 outcome in the audit', (r) => (r.audit === undefined ? '-' : String(Math.max(0, r.requests - r.audit.ok)))],
     ['errors', (r) => (Object.keys(r.errors).length === 0 ? '0' : Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(', '))],
     ['listen queue overflows / drops (TcpExt, system-wide)', (r) => `${r.listenOverflows ?? '-'} / ${r.listenDrops ?? '-'}`],
     ['proxy listener accept queue, peak (sampled)', (r) => String(r.queuePeak)],
@@ -496,8 +539,33 @@ progress(`sidecar pid ${sidecar.pid} on 127.0.0.1:${sidecar.proxyPort}, upstream
 await sleep(1000);
 const rssStartKb = statusKb(sidecar.pid, 'VmRSS');
 const results = [];
-for (const scheme of OPT.schemes) results.push(await phase(scheme, sidecar, upstream));
+for (const scheme of OPT.schemes) {
+  const direct = OPT.directSeconds > 0 ? await directPhase(scheme, upstream, pki) : null;
+  results.push(await phase(scheme, sidecar, upstream, direct));
+}
 const exit = await sidecar.stop();
+// Every answer the client read must be in the audit log: per scheme, decision and outcome events (the
+// live file and rotated ones), outcomes with status 200 against the client's count of 200s.
+const auditDir = path.join(sidecar.dir, 'audit');
+const perScheme = new Map(OPT.schemes.map((sch) => [sch, { decisions: 0, outcomes: 0, ok: 0, unmatched: 0 }]));
+const open = new Map();
+for (const f of fs.existsSync(auditDir) ? fs.readdirSync(auditDir).filter((n) => n.startsWith('audit.jsonl')) : []) {
+  for (const line of fs.readFileSync(path.join(auditDir, f), 'utf8').split('\n')) {
+    if (line === '') continue;
+    const e = JSON.parse(line);
+    if (e.type === 'decision' && perScheme.has(e.scheme)) {
+      perScheme.get(e.scheme).decisions++;
+      open.set(e.request_id, e.scheme);
+    } else if (e.type === 'outcome' && open.has(e.request_id)) {
+      const a = perScheme.get(open.get(e.request_id));
+      open.delete(e.request_id);
+      a.outcomes++;
+      if (e.status === 200) a.ok++;
+    }
+  }
+}
+for (const sch of open.values()) perScheme.get(sch).unmatched++;
+for (const r of results) r.audit = perScheme.get(r.scheme);
 const log = fs.existsSync(sidecar.logPath) ? fs.readFileSync(sidecar.logPath, 'utf8') : '';
 // The admin-token notice is a start-up warning every run has (no token is configured here).
 const sidecarWarnings = log.split('\n').filter((l) => /"level":(40|50|60)/.test(l) && !l.includes('no admin token set')).length;
