@@ -27,6 +27,8 @@ MAIN="$ROOT/dist/cli/firma.js"
 # FIRMA_BENCH_PIPELINE=plain measures transport only: no rule matches, traffic passes unclassified.
 # connector.allow_private: the harness's upstream is on 127.0.0.1, behind the SSRF guard otherwise.
 PIPELINE="${FIRMA_BENCH_PIPELINE:-full}"
+# As in the Dockerfile and `npm start`: a fixed glibc mmap threshold (README "Runtime settings").
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"
 mkdir -p "$STATE"
 CONFIG="$STATE/firma.toml"
 write_config() { # $1: extra tables appended at the end
