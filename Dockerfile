@@ -47,6 +47,8 @@ RUN apt-get update \
 RUN groupadd --gid 1337 firma && useradd --uid 1337 --gid 1337 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin firma
 WORKDIR /app
 ENV NODE_ENV=production
+# glibc: a fixed mmap threshold, so freed large blocks are returned to the kernel (README "Runtime settings").
+ENV MALLOC_MMAP_THRESHOLD_=131072
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY package.json firma.toml firma.schema.json ./

@@ -31,6 +31,8 @@ MAIN="$ROOT/dist/cli/firma.js"
 PIPELINE="${FIRMA_BENCH_PIPELINE:-full}"
 RULE_HOST="${FIRMA_BENCH_RULE_HOST:-*.bench.test}"
 read -r -a NODE_FLAGS <<< "${FIRMA_BENCH_NODE_FLAGS:-}"
+# As in the Dockerfile and `npm start`: a fixed glibc mmap threshold (README "Runtime settings").
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"
 mkdir -p "$STATE"
 CONFIG="$STATE/firma.toml"
 write_config() { # $1: extra tables appended at the end

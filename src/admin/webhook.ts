@@ -1,4 +1,4 @@
-import { request } from 'undici';
+import { createRequire } from 'node:module';
 import type { Logger } from '../core/log.js';
 import type { ApprovalView } from '../enforce/approval/views.js';
 import { errorCode } from '../core/errors.js';
@@ -19,6 +19,8 @@ export interface WebhookOptions {
  */
 export function webhookNotifier(opts: WebhookOptions): (view: ApprovalView) => void {
   const origin = new URL(opts.url).origin;
+  // Loaded only when a webhook is configured: undici's full index costs memory (bench/README.md "Memory").
+  const { request } = createRequire(import.meta.url)('undici') as typeof import('undici');
   return (view) => {
     const text =
       `Firma: agent ${view.agent_id} is waiting for approval of ${view.method} ${view.url} ` +

@@ -1,16 +1,14 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { approvalsCommand } from './commands/approvals.js';
-import { auditCommand } from './commands/audit.js';
-import { caCommand } from './commands/ca.js';
-import { check } from './commands/check.js';
-import { schemaCommand } from './commands/schema.js';
-import { start } from './commands/start.js';
-import { tokenCommand } from './commands/token.js';
 import { readConfig } from './read-config.js';
 import { fail, USAGE } from './usage.js';
 
-/** Argument parsing and dispatch to one command group each (commands/); usage errors exit 2 (docs/commands.md). */
+/**
+ * Argument parsing and dispatch to one command group each (commands/); usage errors exit 2 (docs/commands.md).
+ * Each command module is imported only when it runs: `firma start` then never loads the CLI clients'
+ * code (undici's full index for `firma approvals`, the audit verifier...), which would stay resident in
+ * every sidecar (bench/README.md "Memory").
+ */
 async function main(argv: string[]): Promise<void> {
   let parsed;
   try {
@@ -48,23 +46,24 @@ async function main(argv: string[]): Promise<void> {
   }
   switch (command) {
     case 'start':
-      return start(values.config);
+      return (await import('./commands/start.js')).start(values.config);
     case 'check':
-      return check(values.config, values['require-env'] ?? false);
+      return (await import('./commands/check.js')).check(values.config, values['require-env'] ?? false);
     case 'ca':
-      return caCommand(sub, { env: values.env, config: values.config, admin: values.admin });
+      return (await import('./commands/ca.js')).caCommand(sub, { env: values.env, config: values.config, admin: values.admin });
     case 'token':
-      return tokenCommand(sub, rest, values);
+      return (await import('./commands/token.js')).tokenCommand(sub, rest, values);
     case 'audit':
-      return auditCommand(sub, rest, values);
+      return (await import('./commands/audit.js')).auditCommand(sub, rest, values);
     case 'approvals': {
+      const { approvalsCommand } = await import('./commands/approvals.js');
       const r = await approvalsCommand(readConfig(values.config), sub, rest, values);
       if (!r.ok) fail(r.message, r.code);
       process.stdout.write(r.out);
       return;
     }
     case 'schema':
-      return schemaCommand();
+      return (await import('./commands/schema.js')).schemaCommand();
     case 'version': {
       const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
       process.stdout.write(`firma ${pkg.version}\n`);

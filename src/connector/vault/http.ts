@@ -1,4 +1,5 @@
-import { Agent, request } from 'undici';
+import { createRequire } from 'node:module';
+import type { Agent } from 'undici';
 import type { FirmaConfig } from '../../config/index.js';
 import { errorCode } from '../../core/errors.js';
 import { VaultError, closedError } from './errors.js';
@@ -17,6 +18,9 @@ export interface VaultReply {
 /** Vault answers are small; anything larger is not Vault, and is not buffered. */
 const MAX_BODY_BYTES = 1024 * 1024;
 
+/** undici's full index, loaded when a Vault client is made (only with [vault] set; bench/README.md "Memory"). */
+const undici = (): typeof import('undici') => createRequire(import.meta.url)('undici') as typeof import('undici');
+
 export class VaultHttp {
   readonly #cfg: FirmaConfig['vault'];
   readonly #agent: Agent;
@@ -28,7 +32,7 @@ export class VaultHttp {
     const url = new URL(cfg.address);
     // Keep a path prefix (Vault behind a reverse proxy at /vault), drop trailing slashes.
     this.#base = `${url.origin}${url.pathname.replace(/\/+$/, '')}/v1/`;
-    this.#agent = new Agent({
+    this.#agent = new (undici().Agent)({
       connect: { timeout: cfg.timeout_ms },
       headersTimeout: cfg.timeout_ms,
       bodyTimeout: cfg.timeout_ms,
@@ -51,7 +55,7 @@ export class VaultHttp {
     let status: number;
     let text: string;
     try {
-      const res = await request(url, {
+      const res = await undici().request(url, {
         method,
         headers,
         ...(payload !== null ? { body: JSON.stringify(payload) } : {}),

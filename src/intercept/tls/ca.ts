@@ -3,9 +3,8 @@
  * `ca_dir` (`ca.crt` 0644, `ca.key` 0600 PKCS#8). Created once, then only ever loaded and validated; it is
  * never silently regenerated or overwritten.
  *
- * Certificates are encoded with `forge.asn1` (forge's high-level certificate API only handles RSA keys)
- * and signed with Node's native `crypto.sign` (ecdsa-with-SHA256; Node emits DER signatures, which is
- * what X.509 wants); the DER building blocks are in der.ts.
+ * Certificates are DER-encoded by der.ts and signed with Node's native `crypto.sign` (ecdsa-with-SHA256;
+ * Node emits DER signatures, which is what X.509 wants).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';

@@ -1,19 +1,12 @@
 /**
  * DER building blocks for X.509 certificates, shared by the CA (ca.ts) and the leaf certificates
- * (leaf-certs.ts): encoded with `forge.asn1` (forge's high-level certificate API only handles RSA keys)
- * and signed with Node's native `crypto.sign` (ecdsa-with-SHA256; Node emits DER signatures, which is
- * what X.509 wants). Plus a minimal DER reader, to slice the subject Name and SKI out of a loaded
- * certificate verbatim.
+ * (leaf-certs.ts): the handful of X.690 DER types a certificate needs, each built as a Buffer, and signed
+ * with Node's native `crypto.sign` (ecdsa-with-SHA256; Node emits DER signatures, which is what X.509
+ * wants). Plus a minimal DER reader, to slice the subject Name and SKI out of a loaded certificate
+ * verbatim. No ASN.1 library: node-forge's asn1 (used until 2026-12) cost ~6 MiB of resident memory
+ * in every sidecar for these few encoders (bench/README.md "Memory"); the output is byte-identical.
  */
 import crypto from 'node:crypto';
-import forge from 'node-forge';
-
-const asn1 = forge.asn1;
-const UNIVERSAL = asn1.Class.UNIVERSAL;
-const CONTEXT = asn1.Class.CONTEXT_SPECIFIC;
-const T = asn1.Type;
-
-export type Asn1 = forge.asn1.Asn1;
 
 /** @internal */
 export const OID = {
@@ -31,47 +24,71 @@ export const OID = {
   serverAuth: '1.3.6.1.5.5.7.3.1',
 } as const;
 
-/** Binary-string <-> Buffer (forge works on "binary" strings, one char per byte). */
-export function toBinary(b: Buffer): string {
-  return b.toString('latin1');
+
+/** One encoded TLV (tag, length, value): every `der` builder returns complete DER, so nodes nest by concatenation. */
+export type Asn1 = Buffer;
+
+function tlv(tag: number, value: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([tag]), derLength(value.length), value]);
 }
-export function fromBinary(s: string): Buffer {
-  return Buffer.from(s, 'latin1');
+
+/** OBJECT IDENTIFIER contents (X.690 8.19): 40·a + b, then each arc in base 128, high bit = more to come. */
+function oidContent(oid: string): Buffer {
+  const arcs = oid.split('.').map(Number);
+  const out: number[] = [];
+  const push = (n: number): void => {
+    const bytes = [n & 0x7f];
+    for (let v = Math.floor(n / 128); v > 0; v = Math.floor(v / 128)) bytes.unshift((v & 0x7f) | 0x80);
+    out.push(...bytes);
+  };
+  push(arcs[0]! * 40 + arcs[1]!);
+  for (const a of arcs.slice(2)) push(a);
+  return Buffer.from(out);
 }
+
+const pad2 = (n: number): string => String(n).padStart(2, '0');
 
 /** @internal */
 export const der = {
-  seq: (v: Asn1[]): Asn1 => asn1.create(UNIVERSAL, T.SEQUENCE, true, v),
-  set: (v: Asn1[]): Asn1 => asn1.create(UNIVERSAL, T.SET, true, v),
-  oid: (oid: string): Asn1 => asn1.create(UNIVERSAL, T.OID, false, asn1.oidToDer(oid).getBytes()),
-  bool: (v: boolean): Asn1 => asn1.create(UNIVERSAL, T.BOOLEAN, false, v ? '\xff' : '\x00'),
+  seq: (v: Asn1[]): Asn1 => tlv(0x30, Buffer.concat(v)),
+  set: (v: Asn1[]): Asn1 => tlv(0x31, Buffer.concat(v)),
+  oid: (oid: string): Asn1 => tlv(0x06, oidContent(oid)),
+  bool: (v: boolean): Asn1 => tlv(0x01, Buffer.from([v ? 0xff : 0x00])),
   /** Non-negative INTEGER from big-endian bytes, minimally encoded as DER requires. */
-  uint: (bytes: Buffer): Asn1 => asn1.create(UNIVERSAL, T.INTEGER, false, toBinary(minimalUnsigned(bytes))),
-  smallInt: (n: number): Asn1 => asn1.create(UNIVERSAL, T.INTEGER, false, asn1.integerToDer(n).getBytes()),
-  octets: (b: Buffer): Asn1 => asn1.create(UNIVERSAL, T.OCTETSTRING, false, toBinary(b)),
+  uint: (bytes: Buffer): Asn1 => tlv(0x02, minimalUnsigned(bytes)),
+  /** Small non-negative INTEGER (a version number, a path length). */
+  smallInt: (n: number): Asn1 => {
+    const bytes = [n & 0xff];
+    for (let v = n >>> 8; v > 0; v >>>= 8) bytes.unshift(v & 0xff);
+    return tlv(0x02, minimalUnsigned(Buffer.from(bytes)));
+  },
+  octets: (b: Buffer): Asn1 => tlv(0x04, b),
   /** BIT STRING with the given number of unused trailing bits. */
-  bits: (b: Buffer, unused = 0): Asn1 =>
-    asn1.create(UNIVERSAL, T.BITSTRING, false, String.fromCharCode(unused) + toBinary(b)),
-  utf8: (s: string): Asn1 => asn1.create(UNIVERSAL, T.UTF8, false, toBinary(Buffer.from(s, 'utf8'))),
-  /** Context-specific tag [n], primitive (IMPLICIT over a primitive type) or constructed (EXPLICIT). */
-  ctx: (n: number, constructed: boolean, v: string | Asn1[]): Asn1 =>
-    asn1.create(CONTEXT, n as forge.asn1.Type, constructed, v),
+  bits: (b: Buffer, unused = 0): Asn1 => tlv(0x03, Buffer.concat([Buffer.from([unused]), b])),
+  utf8: (s: string): Asn1 => tlv(0x0c, Buffer.from(s, 'utf8')),
+  /** Context-specific tag [n] (n < 31): primitive (IMPLICIT over a primitive type, raw contents) or constructed (EXPLICIT). */
+  ctx: (n: number, constructed: boolean, v: Buffer | Asn1[]): Asn1 =>
+    tlv(0x80 | (constructed ? 0x20 : 0) | n, Array.isArray(v) ? Buffer.concat(v) : v),
   /** RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050. Second precision, Z. */
   time: (ms: number): Asn1 => {
     const d = new Date(Math.floor(ms / 1000) * 1000);
     const y = d.getUTCFullYear();
+    const rest = `${pad2(d.getUTCMonth() + 1)}${pad2(d.getUTCDate())}${pad2(d.getUTCHours())}${pad2(d.getUTCMinutes())}${pad2(d.getUTCSeconds())}Z`;
     return y >= 1950 && y < 2050
-      ? asn1.create(UNIVERSAL, T.UTCTIME, false, asn1.dateToUtcTime(d))
-      : asn1.create(UNIVERSAL, T.GENERALIZEDTIME, false, asn1.dateToGeneralizedTime(d));
+      ? tlv(0x17, Buffer.from(pad2(y % 100) + rest, 'latin1'))
+      : tlv(0x18, Buffer.from(String(y).padStart(4, '0') + rest, 'latin1'));
   },
-  /** Re-hydrates DER produced elsewhere (SPKI, Name) so it can be embedded in a forge tree. */
-  parse: (b: Buffer): Asn1 => asn1.fromDer(toBinary(b)),
-  encode: (node: Asn1): Buffer => fromBinary(asn1.toDer(node).getBytes()),
+  /** DER produced elsewhere (SPKI, Name), embedded verbatim; checked to be exactly one TLV. */
+  parse: (b: Buffer): Asn1 => {
+    if (readTlv(b, 0, b.length).end !== b.length) throw new Error('trailing bytes after DER value');
+    return b;
+  },
+  encode: (node: Asn1): Buffer => node,
   /** Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING } */
   extension: (oid: string, critical: boolean, value: Asn1): Asn1 => {
     const parts = [der.oid(oid)];
     if (critical) parts.push(der.bool(true)); // DER: DEFAULT values are omitted
-    parts.push(asn1.create(UNIVERSAL, T.OCTETSTRING, false, asn1.toDer(value).getBytes()));
+    parts.push(der.octets(value));
     return der.seq(parts);
   },
 };
@@ -190,7 +207,7 @@ function children(buf: Buffer, parent: Tlv): Tlv[] {
   return out;
 }
 
-const SKI_OID_DER = fromBinary(asn1.oidToDer(OID.subjectKeyIdentifier).getBytes());
+const SKI_OID_DER = oidContent(OID.subjectKeyIdentifier);
 
 export function inspectCertificateDer(certDer: Buffer): { subjectDer: Buffer; subjectKeyId: Buffer | null } {
   const cert = readTlv(certDer, 0, certDer.length);

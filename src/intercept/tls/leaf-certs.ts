@@ -52,7 +52,7 @@ export class LeafCertificates {
   /** Map iteration order is insertion order: the first key is the least recently used. */
   readonly #cache = new Map<string, LeafCertificate>();
 
-  // Host-independent TBS parts (forge nodes are plain data and can be re-encoded any number of times).
+  // Host-independent TBS parts (encoded once, concatenated into every leaf).
   readonly #version: Asn1;
   readonly #sigAlg: Asn1;
   readonly #issuer: Asn1;
@@ -83,7 +83,7 @@ export class LeafCertificates {
       der.extension(OID.keyUsage, true, der.bits(Buffer.from([0x80]), 7)),
       der.extension(OID.extKeyUsage, false, der.seq([der.oid(OID.serverAuth)])),
       // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }
-      der.extension(OID.authorityKeyIdentifier, false, der.seq([der.ctx(0, false, ca.subjectKeyId.toString('latin1'))])),
+      der.extension(OID.authorityKeyIdentifier, false, der.seq([der.ctx(0, false, ca.subjectKeyId)])),
       der.extension(OID.subjectKeyIdentifier, false, der.octets(keyIdentifier(publicKey))),
     ];
   }
@@ -131,7 +131,7 @@ export class LeafCertificates {
     const notAfterMs = Math.floor((now + this.#validityMs) / 1000) * 1000;
     const ip = ipBytes(host);
     // GeneralName: dNSName [2] IA5String | iPAddress [7] OCTET STRING (4 or 16 bytes), both IMPLICIT.
-    const generalName = ip === null ? der.ctx(2, false, host.host) : der.ctx(7, false, ip.toString('latin1'));
+    const generalName = ip === null ? der.ctx(2, false, Buffer.from(host.host, 'latin1')) : der.ctx(7, false, ip);
     const withCn = host.host.length <= MAX_CN_LENGTH;
     const subject = withCn
       ? der.seq([der.set([der.seq([der.oid(OID.commonName), der.utf8(host.host)])])])
