@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readOptions, numberOption, sleep, has, run, canPin, coreTicks, cpuTicks, CLK_TCK } from './lib.mjs';
+import { readOptions, numberOption, sleep, has, run, canPin, coreTicks, cpuTicks, statusKb, CLK_TCK } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
@@ -194,6 +194,7 @@ function hey(seconds) {
   return { ok, other: other.map((m) => `${m[1]}×${m[2]}`), errors };
 }
 progress(`sidecar pid ${pid} (pipeline ${args.pipeline}), load ${args.scheme} through it: 2 s warm-up, ${SECONDS} s measured`);
+const rssIdleKb = statusKb(pid, 'VmRSS');
 hey(2);
 await sleep(500);
 const t0 = performance.now();
@@ -206,7 +207,8 @@ const cores1 = coreTicks();
 // sidecar means something else ran there (rerun on a quieter machine).
 const busy = cores1.map((c, i) => Math.round((100 * (c.busy - cores0[i].busy)) / (c.total - cores0[i].total)));
 const sidecarPct = Math.round((100 * (ticks1 - ticks0)) / CLK_TCK / ((performance.now() - t0) / 1000));
-const cpuLine = `sidecar ${sidecarPct} % of a core; cores busy ${busy.map((b, i) => `CPU${i} ${b} %`).join(', ')}; load average ${os.loadavg()[0].toFixed(1)}`;
+const mib = (kb) => (kb === null ? '-' : `${(kb / 1024).toFixed(0)} MiB`);
+const cpuLine = `RSS idle ${mib(rssIdleKb)}, peak ${mib(statusKb(pid, 'VmHWM'))}; sidecar ${sidecarPct} % of a core; cores busy ${busy.map((b, i) => `CPU${i} ${b} %`).join(', ')}; load average ${os.loadavg()[0].toFixed(1)}`;
 const t1 = performance.now();
 if (load.ok === 0) throw new Error(`no 200 answers through the sidecar: ${load.other.join(' ')} ${load.errors}\n${fs.readFileSync(logPath, 'utf8').slice(-2000)}`);
 await sleep(300);
