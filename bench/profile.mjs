@@ -20,6 +20,7 @@ const USAGE = `usage: node bench/profile.mjs [options]
   --seconds S           measured load (default 10), after a 2 s warm-up
   --pipeline full|plain full: mapping hit, token, Cedar, audit (default); plain: unclassified passthrough
   --connections N       hey -c (default 16)
+  --large               50 MiB downloads instead of 1 KiB GETs (hey -c 1, nginx upstream only)
   --upstream nginx|node nginx (as the shared harness; default when installed) or bench/upstream.mjs
   --top N               functions listed by self time (default 25)
   --json FILE           also write the figures as JSON
@@ -36,6 +37,7 @@ const args = readOptions({
   json: { type: 'string' },
   'keep-tmp': { type: 'boolean', default: false },
   'no-cpu-prof': { type: 'boolean', default: false },
+  large: { type: 'boolean', default: false },
   'no-pin': { type: 'boolean', default: false },
 }, USAGE);
 const SECONDS = numberOption(args, 'seconds', 1, 600);
@@ -96,6 +98,7 @@ async function startUpstream() {
     const www = path.join(tmp, 'www');
     fs.mkdirSync(www);
     fs.writeFileSync(path.join(www, 'small'), Buffer.alloc(1024, 'x'));
+    if (args.large) fs.writeFileSync(path.join(www, 'large'), (await import('node:crypto')).randomBytes(50 * 1024 * 1024));
     for (const d of ['body', 'proxy', 'fcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(tmp, `nginx-${d}`));
     const conf = path.join(tmp, 'nginx.conf');
     fs.writeFileSync(conf, `worker_processes 1;
@@ -114,6 +117,7 @@ http {
     ${args.scheme === 'https' ? `listen ${HTTPS_HOST}:443 ssl;` : ''}
     root ${www};
     location = /small { default_type text/plain; }
+    location = /large { }
     location / { return 404; }
   }
 }
@@ -182,10 +186,12 @@ while (!(await readyz(adminPort))) {
 const pid = sidecar.pid;
 
 // ---------------------------------------------------------------- load
-const target = args.scheme === 'https' ? `https://${HTTPS_HOST}/small` : `http://127.0.0.1:${ports.http}/small`;
+const resource = args.large ? 'large' : 'small';
+if (args.large && args.upstream !== 'nginx') throw new Error('--large needs the nginx upstream');
+const target = args.scheme === 'https' ? `https://${HTTPS_HOST}/${resource}` : `http://127.0.0.1:${ports.http}/${resource}`;
 function hey(seconds) {
   const [cmd, ...pre] = [...pinTo(0), 'hey'];
-  const r = spawnSync(cmd, [...pre, '-c', String(CONNS), '-z', `${seconds}s`, '-x', `http://127.0.0.1:${proxyPort}`, target], {
+  const r = spawnSync(cmd, [...pre, '-c', String(args.large ? 1 : CONNS), '-z', `${seconds}s`, '-x', `http://127.0.0.1:${proxyPort}`, target], {
     encoding: 'utf8', env: { ...process.env, GOMAXPROCS: '1' }, timeout: (seconds + 30) * 1000,
   });
   const ok = Number(/\[200\]\s+(\d+) responses/.exec(r.stdout ?? '')?.[1] ?? 0);
