@@ -549,7 +549,10 @@ const exit = await sidecar.stop();
 const auditDir = path.join(sidecar.dir, 'audit');
 const perScheme = new Map(OPT.schemes.map((sch) => [sch, { decisions: 0, outcomes: 0, ok: 0, unmatched: 0 }]));
 const open = new Map();
-for (const f of fs.existsSync(auditDir) ? fs.readdirSync(auditDir).filter((n) => n.startsWith('audit.jsonl')) : []) {
+// Oldest first: rotated files audit.jsonl.1, .2, … then the live file (an outcome must follow its decision).
+const rotation = (n) => (n === 'audit.jsonl' ? Infinity : Number(n.slice('audit.jsonl.'.length)));
+const auditFiles = fs.existsSync(auditDir) ? fs.readdirSync(auditDir).filter((n) => /^audit\.jsonl(\.\d+)?$/.test(n)).sort((a, b) => rotation(a) - rotation(b)) : [];
+for (const f of auditFiles) {
   for (const line of fs.readFileSync(path.join(auditDir, f), 'utf8').split('\n')) {
     if (line === '') continue;
     const e = JSON.parse(line);
