@@ -4,6 +4,18 @@ import type { SealedBody } from './events.js';
 import type { HashSigner } from './signer.js';
 import type { WriteQueue } from './write-queue.js';
 
+let lastMs = -1;
+let lastTs = '';
+/** `new Date().toISOString()`, formatted once per millisecond: a busy log seals several events in each. */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastTs = new Date(ms).toISOString();
+  }
+  return lastTs;
+}
+
 /** An event given its place in the chain (seq, ts, prev_hash, hash) but not committed to it yet. */
 export interface SealedEvent {
   readonly seq: number;
@@ -74,7 +86,7 @@ export class ChainSealer {
   build(body: SealedBody): SealedEvent {
     const seq = this.seqN + 1;
     const prev = this.head;
-    const canonical = canonicalEventJson(body as unknown as Readonly<Record<string, unknown>>, { v: 1, seq, ts: new Date().toISOString(), prev_hash: prev });
+    const canonical = canonicalEventJson(body as unknown as Readonly<Record<string, unknown>>, { v: 1, seq, ts: isoNow(), prev_hash: prev });
     const hash = chainHash(prev, canonical);
     // The line is the canonical text plus hash (and sig); the verifier re-canonicalises, so key order here is free.
     const text = `${canonical.slice(0, -1)},"hash":"${hash}"`;
