@@ -67,7 +67,8 @@ export function repeatedMcpKey(text: string, argumentPaths: (message: number) =>
         message = messages++;
       } else if (!top.array && top.lastKey !== null) {
         if (top.role === 'message' && top.lastKey === 'params') role = 'params';
-        else if (top.role === 'params' && top.lastKey === 'arguments') role = 'arguments';
+        // Arguments nobody opted into are not read, so their keys are not tracked either.
+        else if (top.role === 'params' && top.lastKey === 'arguments') role = argumentPaths(message).size > 0 ? 'arguments' : 'skip';
         else if (top.role === 'arguments') {
           const child = join(top.path, top.lastKey);
           if (argumentPaths(message).has(child)) {
@@ -94,8 +95,10 @@ export function repeatedMcpKey(text: string, argumentPaths: (message: number) =>
           const key = raw.includes('\\') ? (JSON.parse(text.slice(i, j + 1)) as string) : raw;
           const where = top.role === 'message' ? key : top.role === 'params' ? `params.${key}` : `params.arguments.${join(top.path, key)}`;
           const counts = top.role !== 'arguments' || argumentPaths(top.message).has(join(top.path, key));
-          if (counts && top.keys.has(key)) return { message: top.message, key: where };
-          top.keys.add(key);
+          if (counts) {
+            if (top.keys.has(key)) return { message: top.message, key: where };
+            top.keys.add(key);
+          }
           top.lastKey = key;
         }
       }
