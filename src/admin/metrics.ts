@@ -101,6 +101,7 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
   #inFlight: () => number = NO_SOURCE;
   #openConnections: () => number = NO_SOURCE;
   readonly #boundHits: Counter<'bound'>;
+  readonly #mcpCalls: Counter<'server' | 'method' | 'tool' | 'decision'>;
   #auditAvailable: () => boolean = () => true;
   #leafCerts: () => LeafCertificateStats = () => ({ minted: 0, cacheHits: 0, evictions: 0 });
 
@@ -192,6 +193,13 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
       registers,
     });
     for (const bound of CONNECTION_BOUNDS) this.#boundHits.inc({ bound }, 0);
+    // Labels bounded by the config: declared servers, known methods, tool rule globs (docs/mcp.md "Metrics").
+    this.#mcpCalls = new Counter({
+      name: 'firma_mcp_calls_total',
+      help: 'Requests to declared MCP endpoints decided, by server, method (known or "other"), tool (the tool rule\'s glob, "(other)" or "") and decision.',
+      labelNames: ['server', 'method', 'tool', 'decision'] as const,
+      registers,
+    });
     const pending: Gauge = new Gauge({
       name: 'firma_approvals_pending',
       help: 'Requests held open waiting for a human approval.',
@@ -317,6 +325,10 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
 
   setOpenConnectionsSource(source: () => number): void {
     this.#openConnections = source;
+  }
+
+  mcpCall(server: string, method: string, tool: string, decision: string): void {
+    this.#mcpCalls.inc({ server, method, tool, decision });
   }
 
   connectionBoundHit(bound: ConnectionBound): void {

@@ -66,6 +66,17 @@ export interface DecisionBody extends BodyCommon {
   readonly would_deny: string | null;
   /** The approval this request waited for, or the one whose standing grant let it through. */
   readonly approval_id: string | null;
+  /** A request to a declared MCP endpoint: the message that decided it (docs/audit.md "`decision` events"); null elsewhere. */
+  readonly mcp: AuditMcp | null;
+}
+
+/** `calls`: how many JSON-RPC messages the request carried (a batch has more than one). */
+export interface AuditMcp {
+  readonly server: string;
+  readonly method: string | null;
+  readonly tool: string | null;
+  readonly rpc_id: string | number | null;
+  readonly calls: number;
 }
 
 export interface OutcomeBody extends BodyCommon {

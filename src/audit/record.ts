@@ -17,6 +17,12 @@ const AUDIT_UNAVAILABLE: SidecarReply = {
   requestId: '',
 };
 
+/** The bounded metric labels of an MCP decision (docs/mcp.md "Metrics"), or null off an MCP endpoint. */
+function labelsOf(d: Verdict): { method: string; tool: string } | null {
+  const m = d.envelope.mcp;
+  return m === null || m === undefined ? null : { method: m.methodLabel, tool: m.toolLabel };
+}
+
 /**
  * Turns what the pipeline decided and what the connector reported into audit events (docs/audit.md), and is
  * the one place that knows their field names. Events carry no header values, no token and no
@@ -50,9 +56,12 @@ export class AuditRecorder {
     return this.#writer.keyFingerprint;
   }
 
-  #append(body: AuditEventBody, counted = true): boolean {
+  #append(body: AuditEventBody, counted = true, mcpLabels: { method: string; tool: string } | null = null): boolean {
     // Counted whether or not the log takes the event: the request was decided (or refused) either way.
-    if (counted && body.type === 'decision') this.#metrics?.decision(body.decision, body.stage, body.reason);
+    if (counted && body.type === 'decision') {
+      this.#metrics?.decision(body.decision, body.stage, body.reason);
+      if (body.mcp !== null && mcpLabels !== null) this.#metrics?.mcpCall?.(body.mcp.server, mcpLabels.method, mcpLabels.tool, body.decision);
+    }
     const ok = this.#writer.append(body);
     if (ok && this.#log !== null) this.#log.info({ audit: body }, 'audit');
     return ok;
@@ -66,11 +75,11 @@ export class AuditRecorder {
     if (d.verdict === 'allow' && !this.#writer.available) {
       // Fail closed: while the log cannot be written nothing is dispatched. The refusal itself is
       // queued (written when the log recovers, in order) and counted, so the gap is explained in the log.
-      this.#append(this.#decisionBody(d, AUDIT_UNAVAILABLE));
+      this.#append(this.#decisionBody(d, AUDIT_UNAVAILABLE), true, labelsOf(d));
       this.#writer.noteRefused();
       return false;
     }
-    const ok = this.#append(this.#decisionBody(d, reply));
+    const ok = this.#append(this.#decisionBody(d, reply), true, labelsOf(d));
     if (!ok && d.verdict === 'allow') this.#writer.noteRefused();
     return ok;
   }
@@ -153,6 +162,9 @@ export class AuditRecorder {
       token_id: d.tokenId,
       would_deny: d.verdict === 'allow' && d.wouldDeny !== null ? `${d.wouldDeny.stage}:${d.wouldDeny.reason}` : null,
       approval_id: heldFor ?? d.approvalId,
+      mcp: e.mcp === null || e.mcp === undefined
+        ? null
+        : { server: e.mcp.server, method: e.mcp.method, tool: e.mcp.tool, rpc_id: e.mcp.rpcId, calls: e.mcp.rpcIds.length },
     };
     return body;
   }
@@ -180,6 +192,7 @@ export class AuditRecorder {
       token_id: null,
       would_deny: null,
       approval_id: null,
+      mcp: null,
     });
   }
 

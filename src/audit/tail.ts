@@ -6,6 +6,14 @@ export interface TailFilter {
   readonly host?: string;
 }
 
+/** `  mcp=tracker tools/call delete_item #7` for a request to an MCP endpoint (older events have no mcp field). */
+function mcpPart(e: DecisionEvent): string {
+  const m = e.mcp;
+  if (m === null || m === undefined) return '';
+  const parts = [`mcp=${m.server}`, m.method ?? '-', ...(m.tool === null ? [] : [JSON.stringify(m.tool)]), ...(m.rpc_id === null ? [] : [`#${String(m.rpc_id)}`])];
+  return `  ${parts.join(' ')}${m.calls > 1 ? ` (batch of ${m.calls})` : ''}`;
+}
+
 const short = (id: string | null): string => (id === null ? '-' : id.length > 8 ? `${id.slice(0, 8)}…` : id);
 
 /**
@@ -18,7 +26,7 @@ export function formatEventLine(e: AuditEvent): string {
   switch (e.type) {
     case 'decision': {
       const port = (e.scheme === 'https' && e.port === 443) || (e.scheme === 'http' && e.port === 80) ? '' : `:${e.port}`;
-      const cls = `${e.action_class ?? 'unclassified'}/${e.risk ?? '-'}`;
+      const cls = `${e.action_class ?? 'unclassified'}/${e.risk ?? '-'}${mcpPart(e)}`;
       // The reason says why; the rule (mapping or policy file:line) says where it was decided.
       const why = e.rule === null ? `${e.stage}:${e.reason}` : `${e.stage}:${e.reason} (${e.rule})`;
       const monitor = e.would_deny === null ? '' : `  would_deny=${e.would_deny}`;

@@ -23,6 +23,7 @@ import {
   resolveConfigRelativePath,
 } from './validators.js';
 import { checkCredential, checkVaultAuth, duplicateCredential, duplicateOf, hostKey } from './entry-checks.js';
+import { mcpSchema } from './mcp-checks.js';
 
 /**
  * The headers AI SDKs put their API key in (OpenAI and most: Authorization; Anthropic: x-api-key; Azure
@@ -353,6 +354,8 @@ export const firmaConfigSchema = s
         timeout_ms: s.integer({ min: 1, max: 60_000 }).default(500).describe('Bound on each Redis call; past it the on_error rule applies.'),
       })
       .describe('Shared rate-limit state.'),
+
+    mcp: mcpSchema,
   })
   .describe('Firma Sidecar configuration (firma.toml).');
 

@@ -27,6 +27,36 @@ export type EnvelopeKind = 'request' | 'websocket' | 'tunnel';
 /** JSON values stage 2 may see from a request body (only the fields a rule opted into). */
 export type BodyValue = string | number | boolean | null;
 
+/** A JSON-RPC 2.0 id as sent (MCP forbids null; a notification has none: null here). */
+export type JsonRpcId = string | number | null;
+
+/**
+ * What an MCP message is, when the request went to a declared MCP endpoint (docs/mcp.md
+ * "Classification"). One request carries one message, or a batch of them: each is decided as its own
+ * envelope, and the request's envelope is the one that determined the decision.
+ */
+export interface McpFacts {
+  /** The `[[mcp.servers]]` name. */
+  readonly server: string;
+  /** The JSON-RPC method as sent; null for a response the client sends, a GET stream, a DELETE, or a body not read yet. */
+  readonly method: string | null;
+  /** `params.name` of a tools/call, exactly as sent; else null. */
+  readonly tool: string | null;
+  /** This message's id; null for a notification (or before the body is read). */
+  readonly rpcId: JsonRpcId;
+  /** The opted-in argument fields, as strings (numbers and booleans as their JSON text); null when none are opted into. */
+  readonly arguments: Readonly<Record<string, string>> | null;
+  /** Bounded metric labels: a known method or "other"; the matching tool rule's glob, "(other)" or "". */
+  readonly methodLabel: string;
+  readonly toolLabel: string;
+  /** The id of every message of the request, in order (one entry for a single message). */
+  readonly rpcIds: readonly JsonRpcId[];
+  /** Whether the body was a JSON array (a batch). */
+  readonly batch: boolean;
+  /** This message's position in `rpcIds`. */
+  readonly index: number;
+}
+
 export interface Envelope {
   readonly requestId: string;
   readonly kind: EnvelopeKind;
@@ -48,6 +78,8 @@ export interface Envelope {
   readonly bodyFields: readonly string[];
   /** Values of `bodyFields` read from a JSON body; null when the rule asks for none. */
   readonly body: Readonly<Record<string, BodyValue>> | null;
+  /** Set when the request went to a declared MCP endpoint (docs/mcp.md); absent or null elsewhere. */
+  readonly mcp?: McpFacts | null;
 }
 
 export interface RawRequest {

@@ -12,6 +12,11 @@ export type RateLimitRejection = 'rate_limited' | 'limiter_unavailable';
 export interface RequestMetrics {
   /** One request decided (labels as in its audit decision event). */
   decision(decision: string, stage: string, reason: string): void;
+  /**
+   * One request to a declared MCP endpoint decided, by server, method and tool label (bounded: a known
+   * method or "other"; the tool rule's glob, "(other)" or ""; docs/mcp.md "Metrics").
+   */
+  mcpCall?(server: string, method: string, tool: string, decision: string): void;
   /** One dispatch finished: upstream status class, connector error, and total time of plain requests. */
   outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: OutcomeErrorKind | null, durationMs: number): void;
 }

@@ -59,6 +59,8 @@ export const REPLY_REASONS = Object.freeze({
   // Mapping (src/normalize) and the pipeline itself.
   unclassified: { ...DENY_403, stages: ['mapping'], meaning: 'No mapping rule classifies the request, and unmapped traffic is denied (default_protected = true).' },
   internal_error: { ...DENY_403, stages: ['mapping', 'capability', 'policy', 'approval'], meaning: 'A stage threw while classifying or deciding; the request is denied in every mode (fail closed) and the error is logged.' },
+  mcp_malformed: { stages: ['mapping'], statuses: [400], decision: 'deny', delivery: 'json', meaning: 'A request to a declared MCP endpoint that is not JSON-RPC 2.0 as MCP uses it (not JSON, an empty or oversized batch, no jsonrpc "2.0", a bad id or method, tools/call without a tool name), or an HTTP method other than POST, GET and DELETE. Answered with a JSON-RPC error (code -32600).' },
+  mcp_ambiguous: { ...DENY_403, stages: ['mapping'], meaning: 'A JSON-RPC message to a declared MCP endpoint repeats a key the sidecar reads (method, id, params, the tool name, an opted-in argument), or an opted-in argument is an object or array: denied, never guessed.' },
 
   // Capability tokens, stage 1 (src/enforce/capability/).
   token_missing: { stages: ['capability'], statuses: [407, 403], decision: 'deny', delivery: 'json', meaning: 'The request needs a capability token and carries none: 407 with Proxy-Authenticate (also on CONNECT to a host that needs one); 403 when the sidecar\'s own token_file is empty.' },
@@ -72,7 +74,7 @@ export const REPLY_REASONS = Object.freeze({
   policy_deny: { ...DENY_403, stages: ['policy'], meaning: 'A forbid policy matched; policy_ids names it.' },
   no_permit: { ...DENY_403, stages: ['policy'], meaning: 'No policy permits this action class for this agent.' },
   policy_error: { ...DENY_403, stages: ['policy'], meaning: 'The policies could not be evaluated (a policy errored, the body does not fit the schema, or the engine is closed): denied.' },
-  body_too_large: { ...DENY_403, stages: ['policy'], meaning: 'The rule checks body fields and the body is over body_limit_bytes.' },
+  body_too_large: { ...DENY_403, stages: ['policy'], meaning: 'The rule checks body fields (or the request goes to a declared MCP endpoint) and the body is over body_limit_bytes.' },
   body_incomplete: { ...DENY_403, stages: ['policy', 'approval'], meaning: 'The request body ended before it was complete while being read for a check or an approval.' },
   body_not_json: { ...DENY_403, stages: ['policy'], meaning: 'The rule checks body fields and the body is not a JSON object or form-encoded.' },
   body_field_ambiguous: { ...DENY_403, stages: ['policy'], meaning: 'A checked body field appears more than once, or is not a single value.' },

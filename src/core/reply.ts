@@ -2,6 +2,22 @@ import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import type { Stage } from './decision.js';
+import type { JsonRpcId } from './envelope.js';
+
+/**
+ * A denial on a declared MCP endpoint is answered in JSON-RPC 2.0 (docs/mcp.md "Answers"): one error per
+ * message, in order (a batch gets an array), with the message's id; `index` is the message that was
+ * denied (the others in a batch were not sent because of it).
+ */
+export interface JsonRpcDenial {
+  readonly ids: readonly JsonRpcId[];
+  readonly batch: boolean;
+  readonly index: number;
+}
+
+/** `error.code` of a denied call (JSON-RPC server-defined range) and of a body that is not JSON-RPC. */
+export const JSONRPC_DENIED = -32001;
+export const JSONRPC_INVALID_REQUEST = -32600;
 
 /**
  * A response the sidecar itself produces (docs/listeners.md): JSON body with decision/stage/reason/request_id and
@@ -19,6 +35,8 @@ export interface SidecarReply {
   readonly headers?: Readonly<Record<string, string>>;
   /** An allowed request that failed before or in dispatch: the typed FIRMA_* (or upstream) error code. */
   readonly errorCode?: string;
+  /** Set on a declared MCP endpoint: the body is JSON-RPC errors instead. */
+  readonly jsonRpc?: JsonRpcDenial;
 }
 
 /**
@@ -48,7 +66,25 @@ function errorType(status: number): string {
   }
 }
 
+function jsonRpcBody(reply: SidecarReply, rpc: JsonRpcDenial): string {
+  const data = { decision: reply.decision, stage: reply.stage, reason: reply.reason, request_id: reply.requestId };
+  const code = reply.reason === 'mcp_malformed' ? JSONRPC_INVALID_REQUEST : JSONRPC_DENIED;
+  const errors = rpc.ids.map((id, i) => ({
+    jsonrpc: '2.0',
+    id,
+    error: {
+      code,
+      message: i === rpc.index || !rpc.batch
+        ? reply.message
+        : `not sent: message ${rpc.index + 1} of this batch was refused (${reply.reason}): ${reply.message}`,
+      data,
+    },
+  }));
+  return JSON.stringify(rpc.batch ? errors : errors[0]) + '\n';
+}
+
 function body(reply: SidecarReply): string {
+  if (reply.jsonRpc !== undefined) return jsonRpcBody(reply, reply.jsonRpc);
   // An allow that the sidecar answers itself failed after the decision: say so beside "allow".
   const failed = reply.decision === 'allow';
   return (

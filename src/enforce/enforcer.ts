@@ -4,6 +4,7 @@ import type { ApprovalQueue } from './approval/queue.js';
 import type { CapabilityVerifier } from './capability/verifier.js';
 import type { CapabilityCheck } from './capability/check.js';
 import type { PolicyEngine } from './policy/engine.js';
+import type { McpInput } from './policy/verdict.js';
 import type { ActionCounters } from './counters.js';
 
 function allow(
@@ -74,8 +75,8 @@ export class Enforcer {
   }
 
   /** A refusal before the stages ran (body over the limit, not JSON…), subject to monitor mode. */
-  refuse(envelope: Envelope, identity: Identity, stage: Stage, reason: string, message: string): Verdict {
-    return this.#finish(envelope, identity, this.#deny(envelope, stage, reason, message, 403, EMPTY_FACTS));
+  refuse(envelope: Envelope, identity: Identity, stage: Stage, reason: string, message: string, status: 400 | 403 = 403): Verdict {
+    return this.#finish(envelope, identity, this.#deny(envelope, stage, reason, message, status, EMPTY_FACTS));
   }
 
   /**
@@ -184,6 +185,7 @@ export class Enforcer {
       nowMs: now,
       counts,
       body: envelope.body,
+      mcp: mcpInput(envelope),
     });
     const facts: DecisionFacts = { tokenId, policyIds: outcome.policyIds, policyHash: this.#o.policy.policyHash, approvalId: null };
     if (outcome.verdict === 'allow') {
@@ -231,6 +233,15 @@ export class Enforcer {
     // Fail closed even in monitor mode: an evaluation that broke says nothing about the request.
     return this.#deny(envelope, stage, 'internal_error', 'the sidecar could not evaluate this request, so it was denied', 403, EMPTY_FACTS);
   }
+}
+
+const NO_ARGUMENTS: Readonly<Record<string, string>> = Object.freeze({});
+
+/** What Cedar sees of an MCP message as `context.mcp` (docs/mcp.md "Policies"). */
+function mcpInput(envelope: Envelope): McpInput | null {
+  const m = envelope.mcp;
+  if (m === null || m === undefined) return null;
+  return { method: m.method ?? '', tool: m.tool ?? '', arguments: m.arguments ?? NO_ARGUMENTS };
 }
 
 const EMPTY_FACTS: DecisionFacts = { tokenId: null, policyIds: [], policyHash: null, approvalId: null };

@@ -1,8 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { createHash } from 'node:crypto';
 import type { Envelope, Identity, RawRequest } from '../core/envelope.js';
-import type { Held, Verdict } from '../core/decision.js';
 import type { BufferedBody } from '../core/outcome.js';
 import { hasRequestBody } from '../core/http.js';
 import type { Logger } from '../core/log.js';
@@ -10,16 +8,10 @@ import { normalize, unclassifiedEnvelope } from '../normalize/normalize.js';
 import { readBoundedBody, extractBodyFields } from '../normalize/body.js';
 import { deniedOnInternalError } from '../enforce/enforcer.js';
 import type { DecisionSnapshot } from './snapshot.js';
+import { hold, type Decided } from './hold.js';
+import { decideMcp } from './decide-mcp.js';
 
-/** What the deciding half of a request produced: its verdict, and what was read of its body. */
-export interface Decided {
-  readonly verdict: Verdict;
-  /** Read to check body fields or to hash a held request; the connector sends it first. */
-  readonly body: BufferedBody | null;
-}
-
-/** Held requests without a body share approvals under this body hash. */
-const EMPTY_BODY_HASH = createHash('sha256').digest('hex');
+export type { Decided } from './hold.js';
 
 /**
  * normalize → (read the body fields a rule asks for) → enforce → (hold for approval), under one
@@ -41,6 +33,8 @@ export async function decide(
     return { verdict: deniedOnInternalError(unclassifiedEnvelope(raw, false)), body: null };
   }
   try {
+    const server = snapshot.mcp.endpoint(envelope.target, envelope.normalizedPath);
+    if (server !== null) return await decideMcp(snapshot, server, envelope, raw.identity, req, client);
     return await enforce(snapshot, envelope, raw.identity, req, client);
   } catch (err) {
     // Every expected failure is a typed verdict already; this is a bug. Deny, never crash.
@@ -83,34 +77,3 @@ async function enforce(
   return hold(snapshot, verdict, req, client, body);
 }
 
-/**
- * Hold the request open until its approval is resolved (docs/architecture.md "Approval hold"). The body
- * is read first (up to the body limit) so identical requests can share one approval; the agent closing
- * its connection cancels.
- */
-async function hold(
-  { enforcer, bodyLimitBytes }: DecisionSnapshot,
-  held: Held,
-  req: IncomingMessage | null,
-  client: ServerResponse | Duplex,
-  buffered: BufferedBody | null,
-): Promise<Decided> {
-  let body = buffered;
-  if (body === null && req !== null && hasRequestBody(req)) {
-    const read = await readBoundedBody(req, bodyLimitBytes);
-    if (!read.ok && read.reason === 'body_incomplete') {
-      return { verdict: enforcer.refuse(held.envelope, held.identity, 'approval', 'body_incomplete', 'the request body ended before it was complete'), body: null };
-    }
-    body = { prefix: read.prefix, complete: read.ok };
-  }
-  // A body over the limit is not hashed whole, so that request waits on an approval of its own.
-  const bodyHash = body === null ? EMPTY_BODY_HASH : body.complete ? createHash('sha256').update(body.prefix).digest('hex') : null;
-  const gone = new AbortController();
-  const onClose = (): void => gone.abort();
-  client.once('close', onClose);
-  try {
-    return { verdict: await enforcer.awaitApproval(held, { bodyHash, signal: gone.signal }), body };
-  } finally {
-    client.off('close', onClose);
-  }
-}

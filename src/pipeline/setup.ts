@@ -7,6 +7,7 @@ import type { FirmaConfig } from '../config/index.js';
 import { ConfigError, type ConfigIssue } from '../config/index.js';
 import type { Logger } from '../core/log.js';
 import { MappingTable } from '../normalize/mapping.js';
+import { McpTable } from '../normalize/mcp.js';
 import { PolicyEngine } from '../enforce/policy/engine.js';
 import { CapabilityVerifier } from '../enforce/capability/verifier.js';
 import { ActionCounters } from '../enforce/counters.js';
@@ -14,9 +15,11 @@ import { Enforcer } from '../enforce/enforcer.js';
 import type { ApprovalQueue } from '../enforce/approval/queue.js';
 import { FirmaError } from '../core/errors.js';
 
-/** Mapping rules and policies, loaded and validated together so every error is reported at once. */
+/** Mapping rules, MCP servers and policies, loaded and validated together so every error is reported at once. */
 export interface DecisionRules {
   readonly mapping: MappingTable;
+  /** `[[mcp.servers]]` (docs/mcp.md). */
+  readonly mcp: McpTable;
   readonly policy: PolicyEngine;
 }
 
@@ -34,18 +37,26 @@ export function loadDecisionRules(config: FirmaConfig): DecisionRules {
     if (!(err instanceof ConfigError)) throw err;
     issues.push(...err.errors);
   }
+  let mcp: McpTable | null = null;
+  try {
+    mcp = McpTable.fromConfig(config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    issues.push(...err.errors);
+  }
   let policy: PolicyEngine | null = null;
   try {
     policy = PolicyEngine.load({
       dir: policyDir,
-      ...(mapping !== null ? { actionClasses: mapping.actionClasses } : {}),
+      ...(mapping !== null ? { actionClasses: [...mapping.actionClasses, ...(mcp?.actionClasses ?? [])] } : {}),
+      mcpArguments: mcp?.argumentFields ?? [],
     });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     issues.push(...err.errors);
   }
-  if (issues.length > 0 || mapping === null || policy === null) throw new ConfigError(issues);
-  return { mapping, policy };
+  if (issues.length > 0 || mapping === null || mcp === null || policy === null) throw new ConfigError(issues);
+  return { mapping, mcp, policy };
 }
 
 /** The sidecar's own folder (where `mappings/` and `policies/` ship), from dist/enforce/. */
@@ -136,7 +147,7 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
   const enforcer = new Enforcer({
     mode: config.sidecar.mode,
     defaultProtected: config.sidecar.mapping.default_protected,
-    coversHost: (host) => rules.mapping.coversHost(host),
+    coversHost: (host) => rules.mapping.coversHost(host) || rules.mcp.coversHost(host),
     capabilities: verifier,
     selfToken,
     policy: rules.policy,

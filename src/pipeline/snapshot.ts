@@ -1,5 +1,6 @@
 import type { Enforcer } from '../enforce/enforcer.js';
 import type { MappingTable } from '../normalize/mapping.js';
+import type { McpTable } from '../normalize/mcp.js';
 
 /**
  * Everything a request is decided under, as one immutable value. A request reads it once, when it
@@ -10,6 +11,8 @@ import type { MappingTable } from '../normalize/mapping.js';
 export interface DecisionSnapshot {
   /** The normalize stage's rules. */
   readonly mapping: MappingTable;
+  /** The declared MCP endpoints (docs/mcp.md); McpTable.EMPTY when none. */
+  readonly mcp: McpTable;
   /** Stage 1 and stage 2. */
   readonly enforcer: Enforcer;
   /** For rules with body_fields: how much of a JSON body is read before deciding. */

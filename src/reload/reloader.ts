@@ -34,6 +34,7 @@ const RELOADABLE: readonly string[] = [
   'sidecar.drain_timeout_ms',
   'sidecar.reload',
   'sidecar.mapping',
+  'mcp',
   'sidecar.policy',
   'sidecar.capabilities',
   'sidecar.connector.default_timeout_ms',
@@ -94,6 +95,7 @@ function reasons(err: unknown): string[] {
 function snapshotOf(config: FirmaConfig, setup: PipelineSetup, generation: number): DecisionSnapshot {
   return {
     mapping: setup.rules.mapping,
+    mcp: setup.rules.mcp,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,

@@ -29,6 +29,7 @@ ${opts.capabilities ?? 'required = false'}
   const setup = createPipeline(config, createLogger('silent'));
   const snapshot: DecisionSnapshot = {
     mapping: setup.rules.mapping,
+    mcp: setup.rules.mcp,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,

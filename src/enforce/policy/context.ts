@@ -69,6 +69,18 @@ export function memoKey(set: PreparedSet, input: PolicyInput, derived: Derived, 
         }
         break;
       }
+      case 'mcp': {
+        const m = input.mcp;
+        if (m === null || m === undefined) {
+          k += '!';
+          break;
+        }
+        k += keyPart(m.method) + keyPart(m.tool);
+        // Sorted, length-prefixed names and values: no two argument records share a key.
+        for (const name of Object.keys(m.arguments).sort()) k += keyPart(name) + keyPart(m.arguments[name] as string);
+        k += ';';
+        break;
+      }
     }
   }
   return k;
@@ -93,6 +105,11 @@ export function contextOf(set: PreparedSet, input: PolicyInput, derived: Derived
         const body = typedBody(input, derived, bodyFields);
         if (body === undefined) return null;
         if (body !== null) ctx.body = body;
+        break;
+      }
+      case 'mcp': {
+        const m = input.mcp;
+        if (m !== null && m !== undefined) ctx.mcp = { method: m.method, tool: m.tool, arguments: { ...m.arguments } };
         break;
       }
     }

@@ -24,6 +24,8 @@ export interface PolicyLoadOptions {
    * groups). When omitted, the actions the policies name are declared as they are, so typos are not caught.
    */
   readonly actionClasses?: readonly string[];
+  /** Argument fields of `context.mcp.arguments` ([[mcp.servers.tools]] arguments). */
+  readonly mcpArguments?: readonly string[];
   /** Extra typed body fields on top of DEFAULT_BODY_FIELDS. */
   readonly bodyFields?: Readonly<Record<string, BodyFieldType>>;
   /** Results remembered per policy group (exact: a group's result depends only on the inputs it reads); 0 disables. Default 2048. */
@@ -67,7 +69,7 @@ export function loadPolicySet(opts: PolicyLoadOptions): LoadedPolicies {
   const bodyFields = { ...DEFAULT_BODY_FIELDS, ...(opts.bodyFields ?? {}) };
   let schemaText: string;
   if (opts.actionClasses !== undefined) {
-    schemaText = firmaSchemaText({ actionClasses: opts.actionClasses, bodyFields });
+    schemaText = firmaSchemaText({ actionClasses: opts.actionClasses, bodyFields, mcpArguments: opts.mcpArguments ?? [] });
   } else {
     // No mapping given: declare what the policies name, so conditions and types are still checked.
     const named = new Set<string>();
@@ -76,7 +78,7 @@ export function loadPolicySet(opts: PolicyLoadOptions): LoadedPolicies {
     const groups = [...named].filter(isActionGroup);
     // A group with no class under it would make `action in` it "impossible"; give it a stand-in member.
     for (const g of groups) if (!classes.some((c) => c.startsWith(g.slice(0, -1)))) classes.push(`${g.slice(0, -1)}_`);
-    schemaText = firmaSchemaText({ actionClasses: classes, actionGroups: groups, bodyFields });
+    schemaText = firmaSchemaText({ actionClasses: classes, actionGroups: groups, bodyFields, mcpArguments: opts.mcpArguments ?? [] });
   }
   const warnings = validatePolicies(sources, schemaText, issues);
   if (issues.length > 0) throw new ConfigError(sortIssues(issues));

@@ -21,6 +21,11 @@
  * `context has body && context.body has amount && context.body.amount > 100`; the validator rejects the
  * unguarded form. The typed field list is DEFAULT_BODY_FIELDS plus whatever the caller adds; a dotted
  * field name is one attribute (`context.body["metadata.order_id"]`).
+ *
+ * MCP. `context.mcp` is present only on a request to a declared MCP endpoint (docs/mcp.md "Policies"):
+ * the JSON-RPC method and the tool name as sent ("" when there is none), and the argument fields the
+ * tool rules opt into, each an optional String (the schema cannot know a tool's argument types: numbers
+ * and booleans arrive as their JSON text).
  */
 import { ConfigError } from '../../config/index.js';
 import type { ConfigIssue } from '../../config/index.js';
@@ -44,7 +49,7 @@ export const DEFAULT_BODY_FIELDS: Readonly<Record<string, BodyFieldType>> = Obje
   destination: 'String',
 });
 
-/** The fixed part of the schema; `@BODY@` and `@ACTIONS@` are filled in by `firmaSchemaText`. */
+/** The fixed part of the schema; `@BODY@`, `@MCP_ARGUMENTS@` and `@ACTIONS@` are filled in by `firmaSchemaText`. */
 export const FIRMA_SCHEMA_TEMPLATE = `namespace Firma {
   // The agent that sent the request: its authenticated agent id.
   entity Agent;
@@ -60,6 +65,16 @@ export const FIRMA_SCHEMA_TEMPLATE = `namespace Firma {
 @BODY@
   };
 
+  // The MCP message, on requests to a declared MCP endpoint ([[mcp.servers]]).
+  type McpArguments = {
+@MCP_ARGUMENTS@
+  };
+  type Mcp = {
+    method: String,              // JSON-RPC method ("tools/call"); "" for a response, a GET stream or a DELETE
+    tool: String,                // tools/call: the tool name exactly as sent; else ""
+    arguments: McpArguments,     // the opted-in argument fields ([[mcp.servers.tools]] arguments)
+  };
+
   type RequestContext = {
     method: String,              // "GET", "POST", …
     path: String,                // same as resource.path
@@ -72,6 +87,7 @@ export const FIRMA_SCHEMA_TEMPLATE = `namespace Firma {
     count_minute_class: Long,    // … in the last 60 s, this action class only
     count_hour_class: Long,      // … in the last hour, this action class only
     body?: Body,
+    mcp?: Mcp,
   };
 
 @ACTIONS@
@@ -81,7 +97,7 @@ export const FIRMA_SCHEMA_TEMPLATE = `namespace Firma {
 /** The attributes of `RequestContext` above, in the order a request's context is built. */
 export const CONTEXT_KEYS = [
   'method', 'path', 'host', 'risk', 'hour', 'weekday',
-  'count_minute', 'count_hour', 'count_minute_class', 'count_hour_class', 'body',
+  'count_minute', 'count_hour', 'count_minute_class', 'count_hour_class', 'body', 'mcp',
 ] as const;
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
 
@@ -107,6 +123,8 @@ export interface SchemaOptions {
   /** Extra groups to declare even when no class falls under them (only used when deriving actions from policies). */
   readonly actionGroups?: readonly string[];
   readonly bodyFields: Readonly<Record<string, BodyFieldType>>;
+  /** Argument fields of `context.mcp.arguments` (all String). */
+  readonly mcpArguments?: readonly string[];
 }
 
 function issue(message: string): ConfigIssue {
@@ -132,6 +150,11 @@ export function firmaSchemaText(opts: SchemaOptions): string {
     if (!BODY_FIELD.test(field)) issues.push(issue(`body field ${JSON.stringify(field)} is not a usable name`));
     else body.push(`    ${JSON.stringify(field)}?: ${type === 'Boolean' ? 'Bool' : type},`);
   }
+  const mcpArguments: string[] = [];
+  for (const field of [...new Set(opts.mcpArguments ?? [])].sort(compare)) {
+    if (!BODY_FIELD.test(field)) issues.push(issue(`MCP argument field ${JSON.stringify(field)} is not a usable name`));
+    else mcpArguments.push(`    ${JSON.stringify(field)}?: String,`);
+  }
   if (issues.length > 0) throw new ConfigError(issues);
 
   const parentClause = (name: string): string => {
@@ -149,5 +172,5 @@ export function firmaSchemaText(opts: SchemaOptions): string {
     // validation still type-checks the conditions.
     actions.push('  action "firma.none" appliesTo { principal: Agent, resource: Resource, context: RequestContext };');
   }
-  return FIRMA_SCHEMA_TEMPLATE.replace('@BODY@', body.join('\n')).replace('@ACTIONS@', actions.join('\n'));
+  return FIRMA_SCHEMA_TEMPLATE.replace('@BODY@', body.join('\n')).replace('@MCP_ARGUMENTS@', mcpArguments.join('\n')).replace('@ACTIONS@', actions.join('\n'));
 }

@@ -19,6 +19,14 @@ export interface PolicyInput {
   readonly counts: ActionCounts;
   /** Body fields the mapping rule opted into; null when it opted into none. */
   readonly body: Readonly<Record<string, string | number | boolean | null>> | null;
+  /** The MCP message (docs/mcp.md "Policies"); null off an MCP endpoint. */
+  readonly mcp?: McpInput | null;
+}
+
+export interface McpInput {
+  readonly method: string;
+  readonly tool: string;
+  readonly arguments: Readonly<Record<string, string>>;
 }
 
 export interface PolicyOutcome {

@@ -19,7 +19,7 @@ function decision(i: number): AuditEventBody {
     type: 'decision', kind: 'request', request_id: `req-${i}`, agent_id: `agent-${i % 3}`,
     method: 'POST', scheme: 'https', host: 'api.stripe.com', port: 443, path: redactQuery('/v1/refunds', `amount=${i}&key=sk_live_x`),
     action_class: 'payments.refund', risk: 'high', decision: i % 5 === 0 ? 'deny' : 'allow', stage: 'policy', reason: 'limit',
-    rule: 'limit.refunds', policy_ids: ['p1', 'p2'], policy_hash: 'abc', token_id: 'jti-1', would_deny: null, approval_id: null,
+    rule: 'limit.refunds', policy_ids: ['p1', 'p2'], policy_hash: 'abc', token_id: 'jti-1', would_deny: null, approval_id: null, mcp: null,
   };
 }
 function outcome(i: number): AuditEventBody {

@@ -30,7 +30,7 @@ function decision(i: number): AuditEventBody {
   return {
     type: 'decision', kind: 'request', request_id: `req-${i}`, agent_id: 'agent-1', method: 'POST', scheme: 'https', host: 'api.stripe.com',
     port: 443, path: redactQuery('/v1/refunds', `amount=${i}`), action_class: 'payments.refund', risk: 'high', decision: 'allow', stage: 'policy',
-    reason: 'allowed', rule: 'stripe.toml:3', policy_ids: ['p1'], policy_hash: 'abc', token_id: null, would_deny: null, approval_id: null,
+    reason: 'allowed', rule: 'stripe.toml:3', policy_ids: ['p1'], policy_hash: 'abc', token_id: null, would_deny: null, approval_id: null, mcp: null,
   };
 }
 

@@ -27,7 +27,7 @@ function decision(i: number): AuditEventBody {
   return {
     type: 'decision', kind: 'request', request_id: `req-${i}`, agent_id: 'agent-1', method: 'GET', scheme: 'https', host: 'api.example.com',
     port: 443, path: `/v1/items/${i}`, action_class: 'demo.call', risk: 'low', decision: 'allow', stage: 'policy', reason: 'allowed',
-    rule: 'demo.toml:1', policy_ids: ['p1'], policy_hash: 'abc', token_id: null, would_deny: null, approval_id: null,
+    rule: 'demo.toml:1', policy_ids: ['p1'], policy_hash: 'abc', token_id: null, would_deny: null, approval_id: null, mcp: null,
   };
 }
 const approval = (id: string, action: 'requested' | 'approved' | 'denied', req: string): AuditEventBody => ({

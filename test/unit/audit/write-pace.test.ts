@@ -25,7 +25,7 @@ function decision(i: number): AuditEventBody {
   return {
     type: 'decision', kind: 'request', request_id: `req-${i}`, agent_id: 'a', method: 'GET', scheme: 'https', host: 'api.example.com',
     port: 443, path: '/x', action_class: 'demo.call', risk: 'low', decision: 'allow', stage: 'policy', reason: 'allowed', rule: 'r.toml:1',
-    policy_ids: ['p'], policy_hash: 'h', token_id: null, would_deny: null, approval_id: null,
+    policy_ids: ['p'], policy_hash: 'h', token_id: null, would_deny: null, approval_id: null, mcp: null,
   };
 }
 

@@ -72,6 +72,7 @@ const DEFAULT_VALUES = {
   audit: { path: '/work/audit/audit.jsonl', key_dir: '/work/keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false, signatures: 'checkpoint' },
   approvals: { timeout_ms: 300000, max_pending: 1000, max_grant_minutes: 1440, webhook_url: '', webhook_timeout_ms: 5000, page_url: '' },
   redis: { url: '', key_prefix: 'firma', on_error: 'deny', timeout_ms: 500 },
+  mcp: { servers: [] },
 };
 
 t.test('built-in defaults', async (t) => {
@@ -176,6 +177,7 @@ default_timeout_ms = 3_600_000
     audit: { ...DEFAULT_VALUES.audit, path: '/etc/firma/audit/audit.jsonl', key_dir: '/etc/firma/keys' },
     approvals: DEFAULT_VALUES.approvals,
     redis: DEFAULT_VALUES.redis,
+    mcp: DEFAULT_VALUES.mcp,
     source: { path: 'firma.toml' },
     baseDir: '/etc/firma',
   });
@@ -491,6 +493,7 @@ t.test('JSON Schema', async (t) => {
     audit: { path: 'audit/audit.jsonl', key_dir: 'keys', fsync: 'interval', fsync_interval_ms: 100, max_file_bytes: 104857600, stdout: false, signatures: 'checkpoint' },
     approvals: { ...DEFAULT_VALUES.approvals },
     redis: { ...DEFAULT_VALUES.redis },
+    mcp: { servers: [] },
   });
   t.same(jsonSchemaErrors(schema, rootDefault), []);
   t.same(parseConfigText(stringify(rootDefault as Obj), 'f', '/work').sidecar, DEFAULT_VALUES.sidecar);
