@@ -54,6 +54,8 @@ th { font-weight: 600; background: #f6f8fa; }
 code, .url { font-family: ui-monospace, monospace; font-size: 12.5px; word-break: break-all; }
 .field { font-family: ui-monospace, monospace; font-size: 12.5px; white-space: nowrap; }
 .muted { color: #656d76; }
+.mcp { margin-top: .25rem; color: #57606a; }
+.mcp .field { white-space: normal; word-break: break-all; }
 .count { background: #cf222e; color: #fff; border-radius: 1rem; padding: 0 .5rem; font-size: .85rem; }
 .risk-high, .risk-critical { color: #cf222e; font-weight: 600; }
 button { margin: 0 .25rem .25rem 0; cursor: pointer; }
@@ -126,7 +128,18 @@ export const APPROVALS_PAGE_JS = `'use strict';
       if (a.waiting > 1) req.appendChild(el('div', a.waiting + ' identical requests waiting', 'muted'));
       req.appendChild(el('div', a.reason, 'muted'));
       tr.appendChild(req);
-      tr.appendChild(el('td', a.action_class));
+      var action = el('td');
+      action.appendChild(el('div', a.action_class));
+      if (a.mcp) {
+        // docs/mcp.md "Approvals": the server, method and exact tool name, and the opted-in arguments.
+        var call = el('div', null, 'mcp');
+        call.appendChild(el('div', 'MCP ' + a.mcp.server + ' ' + (a.mcp.method || '-'), 'field'));
+        if (a.mcp.tool !== null) call.appendChild(el('div', 'tool ' + JSON.stringify(a.mcp.tool), 'field mcp-tool'));
+        var args = a.mcp.arguments || {};
+        Object.keys(args).forEach(function (k) { call.appendChild(el('div', k + ' = ' + JSON.stringify(args[k]), 'field mcp-arg')); });
+        action.appendChild(call);
+      }
+      tr.appendChild(action);
       tr.appendChild(el('td', a.risk || '-', 'risk-' + (a.risk || 'none')));
       tr.appendChild(el('td', (a.policy_ids || []).join(', ')));
       var fields = el('td');

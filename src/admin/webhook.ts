@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { Logger } from '../core/log.js';
-import type { ApprovalView } from '../enforce/approval/views.js';
+import type { ApprovalView, McpCallView } from '../enforce/approval/views.js';
 import { errorCode } from '../core/errors.js';
 
 export interface WebhookOptions {
@@ -22,10 +22,12 @@ export function webhookNotifier(opts: WebhookOptions): (view: ApprovalView) => v
   // Loaded only when a webhook is configured: undici's full index costs memory (bench/README.md "Memory").
   const { request } = createRequire(import.meta.url)('undici') as typeof import('undici');
   return (view) => {
-    const text =
+    const text = slackEscape(
       `Firma: agent ${view.agent_id} is waiting for approval of ${view.method} ${view.url} ` +
       `(${view.action_class}, ${view.risk ?? 'unknown'} risk; ${view.policy_ids.join(', ')}). ` +
-      `Approve or deny: ${opts.pageUrl}#${view.id}`;
+      mcpSentence(view.mcp) +
+      `Approve or deny: ${opts.pageUrl}#${view.id}`,
+    );
     const payload = JSON.stringify({
       text,
       approval_id: view.id,
@@ -35,6 +37,7 @@ export function webhookNotifier(opts: WebhookOptions): (view: ApprovalView) => v
       action_class: view.action_class,
       risk: view.risk,
       policy_ids: view.policy_ids,
+      mcp: view.mcp,
       expires_at: view.expires_at,
       page: `${opts.pageUrl}#${view.id}`,
     });
@@ -54,4 +57,20 @@ export function webhookNotifier(opts: WebhookOptions): (view: ApprovalView) => v
       (err: unknown) => opts.log.warn({ webhook: origin, code: errorCode(err), approval_id: view.id }, 'approval webhook failed'),
     );
   };
+}
+
+/**
+ * The held MCP call in the message (docs/mcp.md "Approvals"): server, method, the exact tool name and
+ * the opted-in arguments, quoted as JSON strings so agent-sent text cannot pass for the message's own.
+ */
+function mcpSentence(m: McpCallView | null): string {
+  if (m === null) return '';
+  const tool = m.tool === null ? '' : ` tool ${JSON.stringify(m.tool)}`;
+  const args = m.arguments === null ? '' : ` with ${Object.entries(m.arguments).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}`;
+  return `MCP server ${m.server}, ${m.method ?? 'no method'}${tool}${args}. `;
+}
+
+/** Slack reads `<…>` as links and mentions and `&` as an entity: the three are escaped in `text`. */
+function slackEscape(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }

@@ -26,8 +26,11 @@ function waited(iso: string): string {
 
 function formatPending(a: ApprovalView): string {
   const fields = a.body_fields === null ? '' : `  body: ${Object.entries(a.body_fields).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`;
+  const m = a.mcp ?? null;
+  const mcp = m === null ? '' : `  mcp: ${m.server} ${m.method ?? '-'}${m.tool === null ? '' : ` ${JSON.stringify(m.tool)}`}` +
+    `${m.arguments === null ? '' : ` ${Object.entries(m.arguments).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ')}`}`;
   return `${a.id}  ${a.agent_id}  ${a.method} ${a.url}  ${a.action_class} (${a.risk ?? '-'})  waiting ${waited(a.requested_at)}` +
-    `${a.waiting > 1 ? ` x${a.waiting}` : ''}  policies: ${a.policy_ids.join(',')}${fields}`;
+    `${a.waiting > 1 ? ` x${a.waiting}` : ''}  policies: ${a.policy_ids.join(',')}${fields}${mcp}`;
 }
 
 function formatGrant(g: GrantView): string {

@@ -5,6 +5,7 @@ import { StandingGrants, auditGrant, grantView, newGrant, type Grant } from './g
 import {
   displayUrl,
   iso,
+  mcpCallView,
   newId,
   type ApprovalActionResult,
   type ApprovalChange,
@@ -295,6 +296,7 @@ export class ApprovalQueue {
       policy_ids: p.held.policyIds,
       reason: p.held.message,
       body_fields: e.body,
+      mcp: mcpCallView(e),
       requested_at: iso(p.requestedAt),
       expires_at: iso(p.expiresAt),
       waiting: p.waiters.size,

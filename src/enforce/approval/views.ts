@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Held } from '../../core/decision.js';
-import type { BodyValue } from '../../core/envelope.js';
+import type { BodyValue, Envelope } from '../../core/envelope.js';
 import { redactQuery } from '../../core/redact.js';
 
 /**
@@ -24,6 +24,8 @@ export interface ApprovalView {
   readonly reason: string;
   /** The body fields the mapping rule extracted (null when it extracts none). */
   readonly body_fields: Readonly<Record<string, BodyValue>> | null;
+  /** The MCP call that is held, when the request went to a declared MCP endpoint; else null. */
+  readonly mcp: McpCallView | null;
   readonly requested_at: string;
   readonly expires_at: string;
   /** Requests waiting on this approval (identical requests join it). */
@@ -32,6 +34,46 @@ export interface ApprovalView {
   /** Set once resolved. */
   readonly resolved_by: string | null;
   readonly resolution_reason: string | null;
+}
+
+/**
+ * A held MCP call as approvers see it (docs/mcp.md "Approvals"): the server, the JSON-RPC method, the
+ * exact tool name, and only the argument fields its tool rule opts into. Agent-sent text is cut to
+ * `MCP_VIEW_MAX_CHARS` characters (an ellipsis marks the cut).
+ */
+export interface McpCallView {
+  readonly server: string;
+  readonly method: string | null;
+  readonly tool: string | null;
+  /** The opted-in argument fields and their values as strings; null when the tool rule names none. */
+  readonly arguments: Readonly<Record<string, string>> | null;
+}
+
+/** The most characters of a tool name, method or argument value an approval view shows. */
+export const MCP_VIEW_MAX_CHARS = 200;
+
+/** `text` cut to `MCP_VIEW_MAX_CHARS` code points, the last one replaced by `…` when cut. */
+export function boundedText(text: string): string {
+  if (text.length <= MCP_VIEW_MAX_CHARS) return text;
+  const points = Array.from(text);
+  return points.length <= MCP_VIEW_MAX_CHARS ? text : `${points.slice(0, MCP_VIEW_MAX_CHARS - 1).join('')}…`;
+}
+
+/** The approval view of an envelope's MCP facts; null when the request was not an MCP call. */
+export function mcpCallView(e: Envelope): McpCallView | null {
+  const m = e.mcp;
+  if (m === undefined || m === null) return null;
+  let args: Record<string, string> | null = null;
+  if (m.arguments !== null) {
+    args = {};
+    for (const [k, v] of Object.entries(m.arguments)) args[k] = boundedText(v);
+  }
+  return {
+    server: m.server,
+    method: m.method === null ? null : boundedText(m.method),
+    tool: m.tool === null ? null : boundedText(m.tool),
+    arguments: args,
+  };
 }
 
 export interface GrantView {
