@@ -7,6 +7,7 @@ import type { AuditDecision, AuditEventBody, AuditLifecycleEvent, DecisionBody }
 import type { ApprovalStep } from '../core/approval.js';
 import { redactQuery } from '../core/redact.js';
 import type { RequestMetrics } from '../core/metrics.js';
+import type { McpCallLabels } from '../core/envelope.js';
 
 const AUDIT_UNAVAILABLE: SidecarReply = {
   status: 503,
@@ -18,9 +19,10 @@ const AUDIT_UNAVAILABLE: SidecarReply = {
 };
 
 /** The bounded metric labels of an MCP decision (docs/mcp.md "Metrics"), or null off an MCP endpoint. */
-function labelsOf(d: Verdict): { method: string; tool: string } | null {
+/** The metric labels of every MCP call the request carried (a batch counts each call, with the request's decision). */
+function labelsOf(d: Verdict): readonly McpCallLabels[] | null {
   const m = d.envelope.mcp;
-  return m === null || m === undefined ? null : { method: m.methodLabel, tool: m.toolLabel };
+  return m === null || m === undefined ? null : m.callLabels;
 }
 
 /**
@@ -56,11 +58,13 @@ export class AuditRecorder {
     return this.#writer.keyFingerprint;
   }
 
-  #append(body: AuditEventBody, counted = true, mcpLabels: { method: string; tool: string } | null = null): boolean {
+  #append(body: AuditEventBody, counted = true, mcpLabels: readonly McpCallLabels[] | null = null): boolean {
     // Counted whether or not the log takes the event: the request was decided (or refused) either way.
     if (counted && body.type === 'decision') {
       this.#metrics?.decision(body.decision, body.stage, body.reason);
-      if (body.mcp !== null && mcpLabels !== null) this.#metrics?.mcpCall?.(body.mcp.server, mcpLabels.method, mcpLabels.tool, body.decision);
+      if (body.mcp !== null && mcpLabels !== null) {
+        for (const l of mcpLabels) this.#metrics?.mcpCall?.(body.mcp.server, l.method, l.tool, body.decision);
+      }
     }
     const ok = this.#writer.append(body);
     if (ok && this.#log !== null) this.#log.info({ audit: body }, 'audit');

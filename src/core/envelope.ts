@@ -35,6 +35,12 @@ export type JsonRpcId = string | number | null;
  * "Classification"). One request carries one message, or a batch of them: each is decided as its own
  * envelope, and the request's envelope is the one that determined the decision.
  */
+/** Bounded `/metrics` labels of one MCP message (docs/mcp.md "Metrics"). */
+export interface McpCallLabels {
+  readonly method: string;
+  readonly tool: string;
+}
+
 export interface McpFacts {
   /** The `[[mcp.servers]]` name. */
   readonly server: string;
@@ -51,6 +57,8 @@ export interface McpFacts {
   readonly toolLabel: string;
   /** The id of every message of the request, in order (one entry for a single message). */
   readonly rpcIds: readonly JsonRpcId[];
+  /** The metric labels of every message of the request, in order: `/metrics` counts each call of a batch. */
+  readonly callLabels: readonly McpCallLabels[];
   /** Whether the body was a JSON array (a batch). */
   readonly batch: boolean;
   /** This message's position in `rpcIds`. */

@@ -129,6 +129,8 @@ export function parseMcpBody(server: McpServer, body: Buffer): McpParse {
     return { ok: false, reason: 'mcp_ambiguous', rpcIds, batch,
       message: `${batch ? `message ${repeated.message + 1} of the batch` : 'the message'} has the key ${repeated.key} more than once, which a server may read differently` };
   }
+  const classes = messages.map((m) => classOf(server, m));
+  const callLabels = Object.freeze(classes.map((c) => Object.freeze({ method: c.methodLabel, tool: c.toolLabel })));
   const calls: McpCall[] = [];
   for (const [index, m] of messages.entries()) {
     let args: Record<string, string> | null = null;
@@ -140,14 +142,14 @@ export function parseMcpBody(server: McpServer, body: Buffer): McpParse {
       }
       args = a as Record<string, string>;
     }
-    const c = classOf(server, m);
+    const c = classes[index] as ReturnType<typeof classOf>;
     calls.push({
       actionClass: c.cls,
       risk: c.risk,
       ruleId: c.ruleId,
       facts: Object.freeze({
         server: server.name, method: m.method, tool: m.tool, rpcId: m.id, arguments: args,
-        methodLabel: c.methodLabel, toolLabel: c.toolLabel, rpcIds, batch, index,
+        methodLabel: c.methodLabel, toolLabel: c.toolLabel, rpcIds, callLabels, batch, index,
       }),
     });
   }
@@ -168,5 +170,8 @@ export function exchangeCall(server: McpServer, httpMethod: string): McpCall | n
 
 /** The facts of a request to `server` before (or without) a message: no method, tool or id. */
 export function requestFacts(server: McpServer, methodLabel = 'other'): McpFacts {
-  return Object.freeze({ server: server.name, method: null, tool: null, rpcId: null, arguments: null, methodLabel, toolLabel: '', rpcIds: [null], batch: false, index: 0 });
+  return Object.freeze({
+    server: server.name, method: null, tool: null, rpcId: null, arguments: null, methodLabel, toolLabel: '',
+    rpcIds: [null], callLabels: [Object.freeze({ method: methodLabel, tool: '' })], batch: false, index: 0,
+  });
 }

@@ -251,8 +251,19 @@ t.test('initialize, tools/list, allowed and streamed calls, a denied delete, a h
   t.match(metrics, /^firma_mcp_calls_total\{server="tracker",method="tools\/call",tool="search",decision="allow"\} 1$/m);
 });
 
+/** `firma_mcp_calls_total` of server tracker as "method tool decision" → value. */
+async function mcpCounts(): Promise<Map<string, number>> {
+  const text = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/^firma_mcp_calls_total\{server="tracker",method="([^"]*)",tool="([^"]*)",decision="([^"]*)"\} (\d+)$/gm)) {
+    out.set(`${m[1]} ${m[2]} ${m[3]}`, Number(m[4]));
+  }
+  return out;
+}
+
 t.test('a batch with one forbidden call is denied whole: one error per call, in order', async (t) => {
   const url = `http://127.0.0.1:${plain.port}/mcp`;
+  const countsBefore = await mcpCounts();
   const before = plain.bodies.length;
   const r = await rawPost(url, JSON.stringify([
     { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search', arguments: { query: 'a' } } },
@@ -268,6 +279,11 @@ t.test('a batch with one forbidden call is denied whole: one error per call, in 
   t.notMatch(errors[1]?.error.message, /not sent/);
   t.equal(plain.bodies.length, before, 'nothing of the batch reached the server');
   t.equal(plain.deleted, 0);
+  // /metrics counts each call of the batch, with the batch's decision (docs/mcp.md "Metrics").
+  const after = await mcpCounts();
+  for (const key of ['tools/call search deny', 'tools/call delete_* deny', 'notifications/progress  deny']) {
+    t.equal((after.get(key) ?? 0) - (countsBefore.get(key) ?? 0), 1, `one more ${key}`);
+  }
 });
 
 t.test('a malformed body is 400 mcp_malformed; tool names are classified by their exact name', async (t) => {
