@@ -35,14 +35,14 @@ risk = "critical"
   t.teardown(() => one.close());
   const found = await one.callTool({ name: 'search', arguments: { query: 'q' } });
   t.same(found.content, [{ type: 'text', text: 'found: q' }], 'the granted tool is answered');
-  const created = await rejection(one.callTool({ name: 'create_item', arguments: { title: 'x' } }));
+  const created = await rejection(one.callTool({ name: 'create_item', arguments: { title: 'x', project: 'p' } }));
   t.match(created?.message, /out_of_scope/, 'a tool the token does not name is refused at stage 1');
   t.match(created?.message, /"stage":"capability"/);
   t.notOk(up.calls.some((c) => c.name === 'create_item'), 'and never reaches the server');
 
   const all = await connectMcp(proxyWith(await mint(['mcp.tracker.*'])), up.url);
   t.teardown(() => all.close());
-  const made = await all.callTool({ name: 'create_item', arguments: { title: 'y' } });
+  const made = await all.callTool({ name: 'create_item', arguments: { title: 'y', project: 'p' } });
   t.ok(Array.isArray(made.content) && up.calls.some((c) => c.name === 'create_item'), 'mcp.tracker.* covers create_item: the server ran it');
   const deleted = await rejection(all.callTool({ name: 'delete_item', arguments: { id: '1' } }));
   t.match(deleted?.message, /"stage":"policy"/, 'the token covers delete_item; the critical-risk policy still denies it');
