@@ -64,10 +64,11 @@ t.test('SIGKILL with events unsigned: verify names the tail (exit 1), --allow-un
   const first = tail[0]?.seq as number;
   const last = tail[tail.length - 1]?.seq as number;
   const n = tail.length;
+  const range = first === last ? `${first}` : `${first}\\.\\.${last}`; // "seq 9" or "seq 9..11"
 
   const strict = await verify(dir);
   t.equal(strict.code, 1, 'an unsigned tail fails by default');
-  const sentence = `audit\\.jsonl: ${n} events? after the last checkpoint \\(seq ${first}\\.\\.${last}\\) (is|are) not signed yet \\(the sidecar is running, or was killed\\)`;
+  const sentence = `audit\\.jsonl: ${n} events? after the last checkpoint \\(seq ${range}\\) (is|are) not signed yet \\(the sidecar is running, or was killed\\)`;
   t.match(strict.stderr, new RegExp(`${sentence}; --allow-unsigned-tail accepts them`));
   const lenient = await verify(dir, '--allow-unsigned-tail');
   t.equal(lenient.code, 0, lenient.stderr);
@@ -84,7 +85,7 @@ t.test('SIGKILL with events unsigned: verify names the tail (exit 1), --allow-un
   t.ok(evs.slice(last + 1).some((e) => e.event === 'start'), 'its start event after it');
   const v = await verify(dir);
   t.equal(v.code, 0, v.stderr);
-  t.match(v.stdout, new RegExp(`^ok: \\d+ events, seq 1\\.\\.\\d+, chain and every signature valid \\(\\d+ checkpoints\\); ${n} events? \\(seq ${first}\\.\\.${last}\\) signed at recovery after a kill, not when written\\n`));
+  t.match(v.stdout, new RegExp(`^ok: \\d+ events, seq 1\\.\\.\\d+, chain and every signature valid \\(\\d+ checkpoints\\); ${n} events? \\(seq ${range}\\) signed at recovery after a kill, not when written\\n`));
 });
 
 t.test('signatures = "event": every event signed, as before; verify exits 0', async (t) => {
