@@ -79,6 +79,17 @@ export interface AuditMcp {
   readonly calls: number;
 }
 
+/** An LLM call's usage (docs/llm.md "Usage"); snake_case as written, token counts and USD. */
+export interface AuditUsage {
+  readonly model: string | null;
+  readonly input_tokens: number;
+  readonly output_tokens: number;
+  readonly cached_input_tokens: number;
+  readonly cache_write_tokens: number;
+  readonly cost_usd: number | null;
+  readonly estimated: boolean;
+}
+
 export interface OutcomeBody extends BodyCommon {
   readonly type: 'outcome';
   readonly status: number | null;
@@ -93,6 +104,10 @@ export interface OutcomeBody extends BodyCommon {
   readonly credential_injected: boolean;
   /** As in the request's decision event. */
   readonly approval_id: string | null;
+  /** An LLM call's usage; null for any other response, and for an LLM response that could not be read. Absent in logs written before it existed. */
+  readonly usage?: AuditUsage | null;
+  /** Why an LLM response's usage could not be read (docs/llm.md "Reason codes"); present only then. */
+  readonly usage_unread?: string;
 }
 
 export interface ApprovalBody extends BodyCommon {

@@ -3,11 +3,12 @@ import type { Verdict, Held } from '../core/decision.js';
 import type { DispatchOutcome } from '../core/outcome.js';
 import type { SidecarReply } from '../core/reply.js';
 import type { AuditWriter } from './writer.js';
-import type { AuditDecision, AuditEventBody, AuditLifecycleEvent, DecisionBody } from './events.js';
+import type { AuditDecision, AuditEventBody, AuditLifecycleEvent, AuditUsage, DecisionBody, OutcomeBody } from './events.js';
 import type { ApprovalStep } from '../core/approval.js';
 import { redactQuery } from '../core/redact.js';
 import type { RequestMetrics } from '../core/metrics.js';
 import type { McpCallLabels } from '../core/envelope.js';
+import type { LlmUsage, UsageReading } from '../core/llm.js';
 
 const AUDIT_UNAVAILABLE: SidecarReply = {
   status: 503,
@@ -18,7 +19,6 @@ const AUDIT_UNAVAILABLE: SidecarReply = {
   requestId: '',
 };
 
-/** The bounded metric labels of an MCP decision (docs/mcp.md "Metrics"), or null off an MCP endpoint. */
 /** The metric labels of every MCP call the request carried (a batch counts each call, with the request's decision). */
 function labelsOf(d: Verdict): readonly McpCallLabels[] | null {
   const m = d.envelope.mcp;
@@ -200,23 +200,16 @@ export class AuditRecorder {
     });
   }
 
-  /** The outcome event, when the response has finished streaming or the dispatch failed. */
-  outcome(d: Verdict, o: DispatchOutcome, durationMs: number): void {
+  /**
+   * The outcome event, when the response has finished streaming or the dispatch failed. `usage`: what
+   * was read of an LLM call's response (docs/llm.md "Usage"); null for every other request.
+   */
+  outcome(d: Verdict, o: DispatchOutcome, durationMs: number, usage: UsageReading | null = null): void {
     this.#metrics?.outcome(d.envelope.kind, d.envelope.target, o.upstreamStatus, o.error, durationMs);
-    this.#append({
-      type: 'outcome',
-      request_id: d.envelope.requestId,
-      agent_id: d.envelope.agentId,
-      status: o.status,
-      error: o.error,
-      error_code: o.errorCode,
-      response_hash: o.responseHash,
-      bytes_in: o.bytesIn,
-      bytes_out: o.bytesOut,
-      duration_ms: Math.round(durationMs * 100) / 100,
-      credential_injected: o.credentialInjected,
-      approval_id: d.approvalId,
-    });
+    const body = outcomeBody(d, o, durationMs, usage === null || usage.usage === null ? null : auditUsage(usage.usage));
+    // Rare (an LLM response the reader could not read): the one shape with `usage_unread`.
+    if (usage !== null && usage.usage === null) this.#append({ ...body, usage_unread: usage.reason });
+    else this.#append(body);
   }
 
   lifecycle(event: AuditLifecycleEvent, detail: string | null = null): void {
@@ -230,4 +223,36 @@ export class AuditRecorder {
   close(): Promise<void> {
     return this.#writer.close();
   }
+}
+
+/** Built field by field, in one fixed key order (audit/event-json.ts plans per shape). */
+function outcomeBody(d: Verdict, o: DispatchOutcome, durationMs: number, usage: AuditUsage | null): OutcomeBody {
+  return {
+    type: 'outcome',
+    request_id: d.envelope.requestId,
+    agent_id: d.envelope.agentId,
+    status: o.status,
+    error: o.error,
+    error_code: o.errorCode,
+    response_hash: o.responseHash,
+    bytes_in: o.bytesIn,
+    bytes_out: o.bytesOut,
+    duration_ms: Math.round(durationMs * 100) / 100,
+    credential_injected: o.credentialInjected,
+    approval_id: d.approvalId,
+    usage,
+  };
+}
+
+/** Cost rounded to 1e-10 USD, so float noise of the price arithmetic never reaches the log. */
+function auditUsage(u: LlmUsage): AuditUsage {
+  return {
+    model: u.model,
+    input_tokens: u.inputTokens,
+    output_tokens: u.outputTokens,
+    cached_input_tokens: u.cachedInputTokens,
+    cache_write_tokens: u.cacheWriteTokens,
+    cost_usd: u.costUsd === null ? null : Math.round(u.costUsd * 1e10) / 1e10,
+    estimated: u.estimated,
+  };
 }

@@ -7,6 +7,7 @@ import { isIssuedAllowed, type Allowed } from '../core/decision.js';
 import { FirmaError } from '../core/errors.js';
 import type { RateLimitMetrics } from '../core/metrics.js';
 import type { BufferedBody, DispatchOutcome } from '../core/outcome.js';
+import type { ExchangeTap } from '../core/llm.js';
 import { sendReply, sendReplyRaw } from '../core/reply.js';
 import type { EgressGuard } from './ssrf/guard.js';
 import { createGuardedConnect } from './dial.js';
@@ -78,16 +79,20 @@ export class Connector {
     }
   }
 
-  /** Forward an ordinary HTTP exchange and stream the answer into `res`. */
-  async forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse, buffered: BufferedBody | null = null): Promise<DispatchOutcome> {
+  /**
+   * Forward an ordinary HTTP exchange and stream the answer into `res`. `tap`, when given, is shown
+   * both bodies as they pass and is ended exactly once, whether or not the request went out.
+   */
+  async forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse, buffered: BufferedBody | null = null, tap: ExchangeTap | null = null): Promise<DispatchOutcome> {
     this.#check(allowed);
     // Read once: a reload meanwhile does not mix two sets of settings.
     const pre = await preflight(allowed, this.#egress, this.#opts.metrics);
     if (!pre.ok) {
+      tap?.end(false);
       sendReply(res, { ...pre.reply, requestId: allowed.envelope.requestId, errorCode: pre.errorCode });
       return refusedOutcome(pre);
     }
-    return forwardExchange(this.#agent, allowed, pre, req, res, buffered);
+    return forwardExchange(this.#agent, allowed, pre, req, res, buffered, tap);
   }
 
   /** Relay a WebSocket (or other `Upgrade`) handshake. */

@@ -5,6 +5,7 @@ import type { Agent, Dispatcher } from 'undici';
 import { FirmaError } from '../core/errors.js';
 import type { Allowed } from '../core/decision.js';
 import type { BufferedBody, DispatchOutcome } from '../core/outcome.js';
+import type { ExchangeTap } from '../core/llm.js';
 import { sendReply } from '../core/reply.js';
 import { hasRequestBody } from '../core/http.js';
 import { downstreamResponseHeaders } from './headers.js';
@@ -18,11 +19,12 @@ const EMPTY_BODY_HASH = `sha256:${sha256Once('sha256', '', 'hex')}`;
 
 /**
  * Forward an ordinary HTTP exchange and stream the answer into `res` with backpressure both ways.
- * `buffered` is what the pipeline already read of the request body (sent first).
+ * `buffered` is what the pipeline already read of the request body (sent first). `tap` sees both bodies
+ * as they pass (docs/llm.md "How usage is read"); it is called inline and never waited for.
  */
-export function forwardExchange(agent: Agent, allowed: Allowed, pre: Cleared, req: IncomingMessage, res: ServerResponse, buffered: BufferedBody | null): Promise<DispatchOutcome> {
+export function forwardExchange(agent: Agent, allowed: Allowed, pre: Cleared, req: IncomingMessage, res: ServerResponse, buffered: BufferedBody | null, tap: ExchangeTap | null): Promise<DispatchOutcome> {
   return new Promise<DispatchOutcome>((resolve) => {
-    const relay = new ForwardRelay(allowed, pre, res, resolve);
+    const relay = new ForwardRelay(allowed, pre, res, resolve, tap);
     agent.dispatch(
       {
         origin: originOf(allowed),
@@ -44,6 +46,7 @@ class ForwardRelay extends Relay {
   readonly #allowed: Allowed;
   readonly #pre: Cleared;
   readonly #resolve: (o: DispatchOutcome) => void;
+  readonly #tap: ExchangeTap | null;
   #bytesIn = 0;
   #bytesOut = 0;
   #waitingForDrain = false;
@@ -54,12 +57,13 @@ class ForwardRelay extends Relay {
   #firstChunk: Buffer | null = null;
   #bodyHash: Hash | null = null;
 
-  constructor(allowed: Allowed, pre: Cleared, res: ServerResponse, resolve: (o: DispatchOutcome) => void) {
+  constructor(allowed: Allowed, pre: Cleared, res: ServerResponse, resolve: (o: DispatchOutcome) => void, tap: ExchangeTap | null) {
     super(allowed, pre);
     this.#allowed = allowed;
     this.#pre = pre;
     this.#res = res;
     this.#resolve = resolve;
+    this.#tap = tap;
     res.on('close', this.#onClientClose);
   }
 
@@ -71,6 +75,7 @@ class ForwardRelay extends Relay {
   requestBody(req: IncomingMessage, buffered: BufferedBody | null): Buffer | AsyncGenerator<Buffer> | null {
     if (buffered !== null && buffered.complete) {
       this.#bytesIn = buffered.prefix.length;
+      this.#tap?.requestData(buffered.prefix);
       return buffered.prefix;
     }
     if (buffered === null && !hasRequestBody(req)) return null;
@@ -78,12 +83,15 @@ class ForwardRelay extends Relay {
   }
 
   async *#counted(req: IncomingMessage, buffered: BufferedBody | null): AsyncGenerator<Buffer> {
+    const tap = this.#tap;
     if (buffered !== null) {
       this.#bytesIn += buffered.prefix.length;
+      tap?.requestData(buffered.prefix);
       yield buffered.prefix;
     }
     for await (const chunk of req) {
       this.#bytesIn += (chunk as Buffer).length;
+      tap?.requestData(chunk as Buffer);
       yield chunk as Buffer;
     }
   }
@@ -91,6 +99,7 @@ class ForwardRelay extends Relay {
   #finish(o: Ending): void {
     if (!this.settle()) return;
     this.#res.off('close', this.#onClientClose);
+    this.#tap?.end(o.error === null && !o.clientAborted && o.upstreamStatus !== null);
     // Built field by field: a spread of `o` here measured ~6 µs per request in the profile.
     this.#resolve({
       status: o.status,
@@ -142,6 +151,7 @@ class ForwardRelay extends Relay {
     if (statusCode < 200) return; // 1xx interim answers are not relayed
     this.headersArrived(statusCode);
     this.#hashing = true;
+    this.#tap?.responseStart(statusCode, headers);
     const out = downstreamResponseHeaders(headers);
     if (this.#allowed.wouldDeny !== null) out['x-firma-would-deny'] = wouldDenyHeader(this.#allowed);
     this.#res.writeHead(statusCode, statusMessage, out);
@@ -152,6 +162,7 @@ class ForwardRelay extends Relay {
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
     this.#bytesOut += chunk.length;
+    this.#tap?.responseData(chunk);
     if (this.#bodyHash !== null) this.#bodyHash.update(chunk);
     else if (this.#firstChunk === null) this.#firstChunk = chunk;
     else {

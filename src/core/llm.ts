@@ -52,3 +52,16 @@ export interface ExchangeTap {
   /** The exchange ended: `complete` false when it was cut (a failure, the agent closing). */
   end(complete: boolean): void;
 }
+
+/** An ExchangeTap that reads one LLM response's usage; `result` resolves once it was ended, and never rejects. */
+export interface UsageReader extends ExchangeTap {
+  result(): Promise<UsageReading>;
+}
+
+/** What the pipeline asks of the LLM side of a snapshot (docs/llm.md): a reader per call, and where usage counts. */
+export interface LlmAccounting {
+  /** A fresh reader for one call to `llm`. */
+  reader(llm: LlmFacts): UsageReader;
+  /** Count a finished call's usage toward the agent's budgets and totals; never throws. */
+  record(agentId: string, usage: LlmUsage): void;
+}

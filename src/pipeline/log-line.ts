@@ -2,6 +2,7 @@ import type { Logger } from '../core/log.js';
 import type { Verdict } from '../core/decision.js';
 import type { SidecarReply } from '../core/reply.js';
 import type { DispatchOutcome } from '../core/outcome.js';
+import type { UsageReading } from '../core/llm.js';
 
 /**
  * The one decision log line per request, written when it is over (smokescreen's canonical decision log;
@@ -9,7 +10,7 @@ import type { DispatchOutcome } from '../core/outcome.js';
  * token id, and what the connector reported. `reply` is set when the sidecar answered itself; `started`
  * is 0 when the request never reached a stage (then no duration is logged).
  */
-export function logRequest(log: Logger, decision: Verdict | null, reply: SidecarReply | null, outcome: DispatchOutcome | null, started: number): void {
+export function logRequest(log: Logger, decision: Verdict | null, reply: SidecarReply | null, outcome: DispatchOutcome | null, started: number, usage: UsageReading | null = null): void {
   if (!log.isLevelEnabled('info')) return;
   const e = decision?.envelope;
   const allowed = decision !== null && decision.verdict === 'allow' ? decision : null;
@@ -39,6 +40,13 @@ export function logRequest(log: Logger, decision: Verdict | null, reply: Sidecar
       client_aborted: outcome?.clientAborted || undefined,
       credential_injected: outcome?.credentialInjected || undefined,
       waited_ms: outcome !== null && outcome.waitedMs > 0 ? Math.round(outcome.waitedMs) : undefined,
+      // An LLM call (docs/llm.md "Usage"): its tokens and cost, or why they could not be read.
+      llm_model: usage?.usage?.model ?? undefined,
+      llm_tokens_in: usage?.usage?.inputTokens,
+      llm_tokens_out: usage?.usage?.outputTokens,
+      llm_cost_usd: usage?.usage?.costUsd ?? undefined,
+      llm_estimated: usage?.usage?.estimated || undefined,
+      llm_usage_unread: usage?.reason ?? undefined,
       duration_ms: started === 0 ? undefined : Math.round((performance.now() - started) * 100) / 100,
     },
     'request',

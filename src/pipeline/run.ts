@@ -11,7 +11,8 @@ import { Answers, type RefusedConnection } from './answer.js';
 import { decide, type Decided } from './decide.js';
 import { logRequest } from './log-line.js';
 import { auditUnavailable, denyReply, dispatchFailed } from './replies.js';
-import type { DecisionSource } from './snapshot.js';
+import type { DecisionSnapshot, DecisionSource } from './snapshot.js';
+import type { UsageReader, UsageReading } from '../core/llm.js';
 import type { Target } from '../core/envelope.js';
 
 /** How a blind tunnel opened once its upstream was dialled: the client's first bytes, or why it was refused. */
@@ -101,8 +102,9 @@ export class RequestPipeline {
   request(raw: RawRequest, req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now();
     this.#begin();
-    decide(this.#o.decisions.current(), raw, req, res, this.#o.log).then(
-      (d) => this.#dispatchRequest(d, req, res, started),
+    const snapshot = this.#o.decisions.current();
+    decide(snapshot, raw, req, res, this.#o.log).then(
+      (d) => this.#dispatchRequest(d, req, res, started, snapshot),
     ).catch((err: unknown) => this.#bug(err, raw.requestId, res));
   }
 
@@ -139,7 +141,7 @@ export class RequestPipeline {
     this.#answers.drop(socket, reply, null, what);
   }
 
-  #dispatchRequest({ verdict, body }: Decided, req: IncomingMessage, res: ServerResponse, started: number): void {
+  #dispatchRequest({ verdict, body }: Decided, req: IncomingMessage, res: ServerResponse, started: number, snapshot: DecisionSnapshot): void {
     if (verdict.verdict === 'deny') {
       this.#end();
       // A body we stopped reading part-way cannot be skipped reliably: close after the answer.
@@ -153,23 +155,49 @@ export class RequestPipeline {
       return;
     }
     const committed = this.#o.audit.committed();
-    if (committed === null) this.#forward(allowed, req, res, body, started);
+    if (committed === null) this.#forward(allowed, req, res, body, started, snapshot);
     else {
       void committed.then((ok) => {
-        if (ok) this.#forward(allowed, req, res, body, started);
+        if (ok) this.#forward(allowed, req, res, body, started, snapshot);
         else this.#answers.http(res, this.#notCommitted(allowed, started), allowed);
       });
     }
   }
 
-  #forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse, body: Decided['body'], started: number): void {
-    this.#o.connector.forward(allowed, req, res, body).then(
-      (outcome) => this.#finished(allowed, outcome, started),
+  #forward(allowed: Allowed, req: IncomingMessage, res: ServerResponse, body: Decided['body'], started: number, snapshot: DecisionSnapshot): void {
+    const llm = allowed.envelope.llm;
+    if (llm === null || llm === undefined) {
+      this.#o.connector.forward(allowed, req, res, body).then(
+        (outcome) => this.#finished(allowed, outcome, started),
+        (err: unknown) => this.#forwardThrew(allowed, res, err, started),
+      );
+      return;
+    }
+    // An LLM call: its usage is read on the side as the bodies stream (docs/llm.md "How usage is read").
+    const reader = snapshot.llm.reader(llm);
+    this.#o.connector.forward(allowed, req, res, body, reader).then(
+      (outcome) => this.#finishedLlm(allowed, outcome, started, reader, snapshot),
       (err: unknown) => {
-        this.#dispatchThrew(allowed, err, started);
-        this.#answers.http(res, dispatchFailed(allowed.envelope.requestId), allowed);
+        reader.end(false);
+        this.#forwardThrew(allowed, res, err, started);
       },
     );
+  }
+
+  #forwardThrew(allowed: Allowed, res: ServerResponse, err: unknown, started: number): void {
+    this.#dispatchThrew(allowed, err, started);
+    this.#answers.http(res, dispatchFailed(allowed.envelope.requestId), allowed);
+  }
+
+  /**
+   * The usage counts toward the agent's budgets before the outcome is recorded, so the next call is
+   * checked against it (docs/llm.md "Budgets"); the reader settles within a turn of the response's end.
+   */
+  #finishedLlm(allowed: Allowed, outcome: DispatchOutcome, started: number, reader: UsageReader, snapshot: DecisionSnapshot): void {
+    void reader.result().then((reading) => {
+      if (reading.usage !== null) snapshot.llm.record(allowed.envelope.agentId, reading.usage);
+      this.#finished(allowed, outcome, started, reading);
+    });
   }
 
   #dispatchUpgrade(verdict: Verdict, req: IncomingMessage, socket: Duplex, head: Buffer, started: number): void {
@@ -221,15 +249,15 @@ export class RequestPipeline {
     return auditUnavailable(allowed.envelope.requestId);
   }
 
-  #finished(allowed: Allowed, outcome: DispatchOutcome, started: number): void {
+  #finished(allowed: Allowed, outcome: DispatchOutcome, started: number, usage: UsageReading | null = null): void {
     this.#end();
-    logRequest(this.#o.log, allowed, null, this.#recordOutcome(allowed, outcome, started), started);
+    logRequest(this.#o.log, allowed, null, this.#recordOutcome(allowed, outcome, started, usage), started, usage);
   }
 
   /** The audit outcome event of a dispatch (docs/audit.md "`outcome` events"); returns what was recorded. */
-  #recordOutcome(allowed: Allowed, outcome: DispatchOutcome, started: number): DispatchOutcome {
+  #recordOutcome(allowed: Allowed, outcome: DispatchOutcome, started: number, usage: UsageReading | null = null): DispatchOutcome {
     const recorded = this.#cut ? cutByShutdown(outcome) : outcome;
-    this.#o.audit.outcome(allowed, recorded, performance.now() - started);
+    this.#o.audit.outcome(allowed, recorded, performance.now() - started, usage);
     return recorded;
   }
 
