@@ -174,7 +174,7 @@ export class RequestPipeline {
       return;
     }
     // An LLM call: its usage is read on the side as the bodies stream (docs/llm.md "How usage is read").
-    const reader = snapshot.llm.reader(llm);
+    const reader = snapshot.usage.reader(llm);
     this.#o.connector.forward(allowed, req, res, body, reader).then(
       (outcome) => this.#finishedLlm(allowed, outcome, started, reader, snapshot),
       (err: unknown) => {
@@ -195,7 +195,7 @@ export class RequestPipeline {
    */
   #finishedLlm(allowed: Allowed, outcome: DispatchOutcome, started: number, reader: UsageReader, snapshot: DecisionSnapshot): void {
     void reader.result().then((reading) => {
-      if (reading.usage !== null) snapshot.llm.record(allowed.envelope.agentId, reading.usage);
+      if (reading.usage !== null) snapshot.usage.record(allowed.envelope.agentId, reading.usage);
       this.#finished(allowed, outcome, started, reading);
     });
   }

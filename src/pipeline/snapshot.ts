@@ -14,8 +14,8 @@ export interface DecisionSnapshot {
   readonly mapping: MappingTable;
   /** The declared MCP endpoints (docs/mcp.md); McpTable.EMPTY when none. */
   readonly mcp: McpTable;
-  /** Usage readers for calls to `[[llm.hosts]]`, and the ledger their usage counts in (docs/llm.md). */
-  readonly llm: LlmAccounting;
+  /** Usage readers for calls to LLM hosts, and the ledger their usage counts in (docs/llm.md). */
+  readonly usage: LlmAccounting;
   /** Stage 1 and stage 2. */
   readonly enforcer: Enforcer;
   /** For rules with body_fields: how much of a JSON body is read before deciding. */

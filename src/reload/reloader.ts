@@ -96,7 +96,7 @@ function snapshotOf(config: FirmaConfig, setup: PipelineSetup, generation: numbe
   return {
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
-    llm: setup.llm,
+    usage: setup.usage,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,

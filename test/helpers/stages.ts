@@ -30,7 +30,7 @@ ${opts.capabilities ?? 'required = false'}
   const snapshot: DecisionSnapshot = {
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
-    llm: setup.llm,
+    usage: setup.usage,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,
