@@ -89,6 +89,8 @@ export class SseReader {
       } else if (this.pendingLength > 0) {
         if (this.keep(chunk, start, nl)) this.pendingLine();
         this.skipping = false;
+      } else if (nl - start > MAX_SSE_LINE) {
+        this.overflowed = true; // as if it had come in pieces: the same reading in every chunking
       } else {
         this.line(chunk, start, nl);
       }
