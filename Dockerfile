@@ -54,6 +54,7 @@ COPY --from=build /src/dist ./dist
 COPY package.json firma.toml firma.schema.json ./
 COPY mappings ./mappings
 COPY policies ./policies
+COPY prices ./prices
 # Everything above is root-owned and read-only to the sidecar. The only writable places: the CA, keys and
 # audit folders of the shipped firma.toml (relative to /app) and of deployments (/var/lib/firma, where
 # named volumes and emptyDirs are mounted; a named volume takes this ownership when first created).

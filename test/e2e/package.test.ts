@@ -1,6 +1,6 @@
 /**
  * `npm pack` makes a package that installs globally: `firma` on PATH works from any folder with the
- * mapping packs, policies and schema it ships (no clone, no dev dependencies). The test packs the dist/
+ * mapping packs, policies, LLM prices and schema it ships (no clone, no dev dependencies). The test packs the dist/
  * that `npm test` built (--ignore-scripts): a rebuild here would rewrite files other tests are loading.
  */
 import t from 'tap';
@@ -31,7 +31,7 @@ t.test('npm pack, npm install -g, then firma from an empty folder', async (t) =>
   t.ok(tarball !== undefined, 'a tarball');
   const listing = await run('tar', ['-tzf', join(work, tarball!)], work);
   const files = listing.stdout.split('\n');
-  for (const f of ['package/dist/cli/firma.js', 'package/firma.schema.json', 'package/policies/default.cedar', 'package/mappings/openai.toml']) {
+  for (const f of ['package/dist/cli/firma.js', 'package/firma.schema.json', 'package/policies/default.cedar', 'package/mappings/openai.toml', 'package/prices/llm-prices.toml']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
   t.notOk(files.some((f) => f.startsWith('package/test/') || f.startsWith('package/src/')), 'no tests or sources');
