@@ -3,6 +3,8 @@
  * It never carries secret material (the capability token travels beside it in `Identity`, and only
  * stage 1 reads it).
  */
+import type { LlmFacts } from './llm.js';
+
 export type Scheme = 'http' | 'https';
 export type Risk = 'low' | 'medium' | 'high' | 'critical';
 
@@ -88,6 +90,8 @@ export interface Envelope {
   readonly body: Readonly<Record<string, BodyValue>> | null;
   /** Set when the request went to a declared MCP endpoint (docs/mcp.md); absent or null elsewhere. */
   readonly mcp?: McpFacts | null;
+  /** Set when the request goes to an LLM API host (docs/llm-budgets.md "Hosts"); absent or null elsewhere. */
+  readonly llm?: LlmFacts | null;
 }
 
 export interface RawRequest {

@@ -8,6 +8,7 @@ import { ConfigError, type ConfigIssue } from '../config/index.js';
 import type { Logger } from '../core/log.js';
 import { MappingTable } from '../normalize/mapping.js';
 import { McpTable } from '../normalize/mcp.js';
+import { LlmHosts } from '../normalize/llm-hosts.js';
 import { PolicyEngine } from '../enforce/policy/engine.js';
 import { CapabilityVerifier } from '../enforce/capability/verifier.js';
 import { ActionCounters } from '../enforce/counters.js';
@@ -20,6 +21,8 @@ export interface DecisionRules {
   readonly mapping: MappingTable;
   /** `[[mcp.servers]]` (docs/mcp.md). */
   readonly mcp: McpTable;
+  /** The LLM API hosts, built-in and `[[llm.hosts]]` (docs/llm-budgets.md "Hosts"). */
+  readonly llm: LlmHosts;
   readonly policy: PolicyEngine;
 }
 
@@ -56,7 +59,7 @@ export function loadDecisionRules(config: FirmaConfig): DecisionRules {
     issues.push(...err.errors);
   }
   if (issues.length > 0 || mapping === null || mcp === null || policy === null) throw new ConfigError(issues);
-  return { mapping, mcp, policy };
+  return { mapping, mcp, llm: LlmHosts.fromConfig(config), policy };
 }
 
 /** The sidecar's own folder (where `mappings/` and `policies/` ship), from dist/enforce/. */

@@ -1,6 +1,7 @@
 import type { Enforcer } from '../enforce/enforcer.js';
 import type { MappingTable } from '../normalize/mapping.js';
 import type { McpTable } from '../normalize/mcp.js';
+import type { LlmHosts } from '../normalize/llm-hosts.js';
 
 /**
  * Everything a request is decided under, as one immutable value. A request reads it once, when it
@@ -13,6 +14,8 @@ export interface DecisionSnapshot {
   readonly mapping: MappingTable;
   /** The declared MCP endpoints (docs/mcp.md); McpTable.EMPTY when none. */
   readonly mcp: McpTable;
+  /** The LLM API hosts (docs/llm-budgets.md "Hosts"): normalize sets `envelope.llm` from it. */
+  readonly llm: LlmHosts;
   /** Stage 1 and stage 2. */
   readonly enforcer: Enforcer;
   /** For rules with body_fields: how much of a JSON body is read before deciding. */
