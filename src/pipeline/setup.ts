@@ -12,6 +12,9 @@ import { LlmHosts } from '../normalize/llm-hosts.js';
 import { PolicyEngine } from '../enforce/policy/engine.js';
 import { CapabilityVerifier } from '../enforce/capability/verifier.js';
 import { ActionCounters } from '../enforce/counters.js';
+import { BudgetGate, budgetRulesOf } from '../enforce/budget/gate.js';
+import { MemoryLedger } from '../enforce/budget/memory.js';
+import type { UsageLedger } from '../enforce/budget/types.js';
 import { Enforcer } from '../enforce/enforcer.js';
 import type { ApprovalQueue } from '../enforce/approval/queue.js';
 import { FirmaError } from '../core/errors.js';
@@ -81,6 +84,8 @@ export interface PipelineSetup {
   readonly verifier: CapabilityVerifier | null;
   /** Per-agent action counts; shared across reloads. */
   readonly counters: ActionCounters;
+  /** Per-agent LLM usage per window (docs/llm-budgets.md "Budgets"); shared across reloads. */
+  readonly ledger: UsageLedger;
   readonly approvals: ApprovalQueue | null;
   /** Closes the verifier (when a reload reused it, only the last setup holding it should close it). */
   close(): void;
@@ -96,6 +101,8 @@ export interface PipelineReuse {
   readonly previous?: PipelineSetup;
   /** The approval stage (held requests and grants outlive a reload); default: the previous setup's. */
   readonly approvals?: ApprovalQueue | null;
+  /** The LLM usage ledger (the composition root builds it from `[redis]`); default: the previous setup's, else a new in-memory one. */
+  readonly ledger?: UsageLedger;
 }
 
 /** Which verifier a set of capability settings needs; equal keys can share one. */
@@ -147,6 +154,13 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
   }
   const counters = reuse.previous?.counters ?? new ActionCounters();
   const approvals = reuse.approvals !== undefined ? reuse.approvals : (reuse.previous?.approvals ?? null);
+  const ledger = reuse.ledger ?? reuse.previous?.ledger ?? new MemoryLedger();
+  const policy = rules.policy;
+  const budgets = BudgetGate.create({
+    rules: budgetRulesOf(config),
+    ledger,
+    policyReadsUsage: policy.readsLlmUsage ? (actionClass) => policy.readsLlmUsageFor(actionClass) : null,
+  });
   const enforcer = new Enforcer({
     mode: config.sidecar.mode,
     defaultProtected: config.sidecar.mapping.default_protected,
@@ -156,6 +170,7 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
     policy: rules.policy,
     counters,
     approvals,
+    budgets,
     onError: (err, requestId) => log.error({ err, request_id: requestId }, 'enforcement failed; denied'),
   });
   return {
@@ -163,6 +178,7 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
     rules,
     verifier,
     counters,
+    ledger,
     approvals,
     close: () => {
       verifier?.close();

@@ -2,6 +2,7 @@ import type { Enforcer } from '../enforce/enforcer.js';
 import type { MappingTable } from '../normalize/mapping.js';
 import type { McpTable } from '../normalize/mcp.js';
 import type { LlmHosts } from '../normalize/llm-hosts.js';
+import type { UsageLedger } from '../enforce/budget/types.js';
 
 /**
  * Everything a request is decided under, as one immutable value. A request reads it once, when it
@@ -16,6 +17,11 @@ export interface DecisionSnapshot {
   readonly mcp: McpTable;
   /** The LLM API hosts (docs/llm-budgets.md "Hosts"): normalize sets `envelope.llm` from it. */
   readonly llm: LlmHosts;
+  /**
+   * Per-agent LLM usage (docs/llm-budgets.md "Budgets"), the same ledger in every snapshot: the pipeline
+   * adds an LLM call's usage with `usage.record(agentId, usage, Date.now())` once its outcome is known.
+   */
+  readonly usage: UsageLedger;
   /** Stage 1 and stage 2. */
   readonly enforcer: Enforcer;
   /** For rules with body_fields: how much of a JSON body is read before deciding. */

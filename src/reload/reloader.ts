@@ -99,6 +99,7 @@ function snapshotOf(config: FirmaConfig, setup: PipelineSetup, generation: numbe
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
     llm: setup.rules.llm,
+    usage: setup.ledger,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,

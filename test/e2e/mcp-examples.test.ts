@@ -63,6 +63,7 @@ t.test('the example policy lets only triage create issues, only in firma', async
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
     llm: setup.rules.llm,
+    usage: setup.ledger,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,

@@ -31,6 +31,7 @@ ${opts.capabilities ?? 'required = false'}
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
     llm: setup.rules.llm,
+    usage: setup.ledger,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
     policyHash: setup.rules.policy.policyHash,
