@@ -55,22 +55,33 @@ export function usageRecordOf(line: string): AuditUsageRecord | null {
     return null;
   }
   if (!isRecord(e) || e.type !== 'outcome' || typeof e.agent_id !== 'string' || typeof e.ts !== 'string') return null;
-  const u = e.usage;
-  if (!isRecord(u)) return null;
+  const usage = auditUsageOf(e);
+  if (usage === null) return null;
   const atMs = Date.parse(e.ts);
   if (!Number.isFinite(atMs)) return null;
+  return { agentId: e.agent_id, atMs, usage };
+}
+
+/** The `usage` of an outcome event (snake_case in the log), or null when it has none. */
+export function auditUsageOf(event: object): LlmUsage | null {
+  const u = (event as { usage?: unknown }).usage;
+  if (!isRecord(u)) return null;
   const cost = u.cost_usd;
   return {
-    agentId: e.agent_id,
-    atMs,
-    usage: {
-      model: typeof u.model === 'string' ? u.model : null,
-      inputTokens: count(u.input_tokens),
-      outputTokens: count(u.output_tokens),
-      cachedInputTokens: count(u.cached_input_tokens),
-      cacheWriteTokens: count(u.cache_write_tokens),
-      costUsd: typeof cost === 'number' && Number.isFinite(cost) ? cost : null,
-      estimated: u.estimated === true,
-    },
+    model: typeof u.model === 'string' ? u.model : null,
+    inputTokens: count(u.input_tokens),
+    outputTokens: count(u.output_tokens),
+    cachedInputTokens: count(u.cached_input_tokens),
+    cacheWriteTokens: count(u.cache_write_tokens),
+    costUsd: typeof cost === 'number' && Number.isFinite(cost) ? cost : null,
+    estimated: u.estimated === true,
   };
+}
+
+/** `  llm gpt-4o in=1200 out=~340 $0.0123` for `firma audit tail`; "" for an outcome without usage. */
+export function usageText(event: object): string {
+  const u = auditUsageOf(event);
+  if (u === null) return '';
+  const cost = u.costUsd === null ? 'no price' : `$${u.costUsd.toFixed(4)}`;
+  return `  llm ${u.model ?? '-'} in=${u.inputTokens} out=${u.estimated ? '~' : ''}${u.outputTokens} ${cost}`;
 }
