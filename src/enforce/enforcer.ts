@@ -95,7 +95,7 @@ export class Enforcer {
             `no mapping rule classifies ${envelope.method} ${envelope.target.host}${envelope.normalizedPath}, and unmapped traffic is denied (default_protected)`,
             403, EMPTY_FACTS));
         }
-        return allow(envelope, identity, EMPTY_FACTS, true, null);
+        return this.#passthrough(envelope, identity);
       }
       const caps = this.#o.capabilities;
       if (caps === null) return this.#stage2(envelope, identity, null);
@@ -158,6 +158,18 @@ export class Enforcer {
       path: held.envelope.normalizedPath,
     });
     return c.ok ? null : { reason: c.reason, message: `${c.message} (checked again after the approval)` };
+  }
+
+  /** Unclassified traffic let through (default_protected = false): still held to the agent's LLM budgets. */
+  #passthrough(envelope: Envelope, identity: Identity): Verdict | Promise<Verdict> {
+    const gate = this.#o.budgets ?? null;
+    if (gate === null || !gate.limits(envelope, identity.agentId)) return allow(envelope, identity, EMPTY_FACTS, true, null);
+    const checked = (totals: UsageTotals | null): Verdict => {
+      const over = gate.check(envelope, identity.agentId, totals, this.#now());
+      return over === null ? allow(envelope, identity, EMPTY_FACTS, true, null) : this.#finish(envelope, identity, this.#overBudget(envelope, over, EMPTY_FACTS));
+    };
+    const totals = gate.totals(identity.agentId, this.#now());
+    return totals instanceof Promise ? totals.then(checked, (err: unknown) => this.#internal(envelope, 'policy', err)) : checked(totals);
   }
 
   /** The budget stage again for a request that waited: null when its budgets still allow it. */

@@ -110,7 +110,7 @@ interface Built {
   setNow(ms: number): void;
 }
 
-function build(t: { teardown(fn: () => void): void; fail(m: string): void }, opts: { rules: BudgetRule[]; mode?: 'enforce' | 'monitor'; ledger?: UsageLedger; approvals?: ApprovalQueue; policy?: PolicyEngine }): Built {
+function build(t: { teardown(fn: () => void): void; fail(m: string): void }, opts: { rules: BudgetRule[]; mode?: 'enforce' | 'monitor'; defaultProtected?: boolean; ledger?: UsageLedger; approvals?: ApprovalQueue; policy?: PolicyEngine }): Built {
   const { setup } = shippedStages();
   t.teardown(() => setup.close());
   let now = at('2026-03-02T20:48:00Z');
@@ -122,7 +122,7 @@ function build(t: { teardown(fn: () => void): void; fail(m: string): void }, opt
     policyReadsUsage: policy.readsLlmUsage ? (c) => policy.readsLlmUsageFor(c) : null,
   });
   const enforcer = new Enforcer({
-    mode: opts.mode ?? 'enforce', defaultProtected: true, coversHost: () => true, capabilities: null, selfToken: null,
+    mode: opts.mode ?? 'enforce', defaultProtected: opts.defaultProtected ?? true, coversHost: () => true, capabilities: null, selfToken: null,
     policy, counters: new ActionCounters(), approvals: opts.approvals ?? null, budgets, now: () => now,
     onError: (err) => t.fail(String(err)),
   });
@@ -211,4 +211,14 @@ forbid (principal, action == Firma::Action::"llm.chat", resource) when { context
   t.match(await b.enforcer.decide(LLM, AGENT), { verdict: 'allow' }, 'a new hour');
   b.ledger.record(AGENT.agentId, usage(980, 0), at('2026-03-02T21:00:00Z'));
   t.match(await b.enforcer.decide(LLM, AGENT), { verdict: 'deny', stage: 'policy', policyIds: ['tokens'] });
+});
+
+t.test('unclassified traffic let through (default_protected = false) is held to the budget too', async (t) => {
+  const b = build(t, { rules: [rule({ window: 'hour', maxTokens: 10 })], defaultProtected: false });
+  const unmapped = normalize(rawRequest('POST', 'api.openai.com', '/v9/something-new'), shippedStages().snapshot.mapping, LlmHosts.BUILT_IN);
+  t.equal(unmapped.actionClass, null);
+  t.match(await b.enforcer.decide(unmapped, AGENT), { verdict: 'allow', passthrough: true });
+  b.ledger.record(AGENT.agentId, usage(10, 0), at('2026-03-02T20:48:00Z'));
+  t.match(await b.enforcer.decide(unmapped, AGENT), { verdict: 'deny', stage: 'budget', reason: 'budget_exceeded', retryAfterS: 12 * 60 });
+  t.match(await b.enforcer.decide(normalize(rawRequest('GET', 'unknown.example', '/'), shippedStages().snapshot.mapping), AGENT), { verdict: 'allow', passthrough: true }, 'not an LLM host');
 });
