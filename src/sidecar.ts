@@ -26,6 +26,7 @@ import { Metrics } from './admin/metrics.js';
 import { Reloader, type ReloadResult, type ReloadTrigger } from './reload/reloader.js';
 import { createUsageLedger } from './enforce/budget/create.js';
 import { MemoryLedger } from './enforce/budget/memory.js';
+import { RedisLedger } from './enforce/budget/redis.js';
 import { windowStart, type UsageLedger } from './enforce/budget/types.js';
 import { auditFileSet } from './audit/files.js';
 import { readUsageRecords } from './audit/usage-records.js';
@@ -337,6 +338,11 @@ export class Sidecar {
  */
 async function startUsageLedger(config: FirmaConfig, log: Logger): Promise<UsageLedger> {
   const ledger = createUsageLedger(config.redis, log);
+  if (ledger instanceof RedisLedger) {
+    // Budgeted calls are refused (or counted locally) until Redis answers: give it a moment at start.
+    if (!(await ledger.ready(Math.max(config.redis.timeout_ms, 1000)))) log.warn({ redis: 'unreachable' }, 'LLM usage totals: Redis not reachable at start');
+    return ledger;
+  }
   if (!(ledger instanceof MemoryLedger)) return ledger;
   const started = Date.now();
   const dayStart = windowStart('day', started);
