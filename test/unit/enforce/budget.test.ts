@@ -20,6 +20,8 @@ import { ActionCounters } from '../../../src/enforce/counters.js';
 import { PolicyEngine } from '../../../src/enforce/policy/engine.js';
 import { ApprovalQueue } from '../../../src/enforce/approval/queue.js';
 import { denyReply } from '../../../src/pipeline/replies.js';
+import { createPipeline } from '../../../src/pipeline/setup.js';
+import { createLogger } from '../../../src/core/log.js';
 import { shippedStages, rawRequest, AGENT } from '../../helpers/stages.js';
 
 const usage = (input: number, output: number, cost: number | null = null, model = 'gpt-4o'): LlmUsage => ({
@@ -221,4 +223,16 @@ t.test('unclassified traffic let through (default_protected = false) is held to 
   b.ledger.record(AGENT.agentId, usage(10, 0), at('2026-03-02T20:48:00Z'));
   t.match(await b.enforcer.decide(unmapped, AGENT), { verdict: 'deny', stage: 'budget', reason: 'budget_exceeded', retryAfterS: 12 * 60 });
   t.match(await b.enforcer.decide(normalize(rawRequest('GET', 'unknown.example', '/'), shippedStages().snapshot.mapping), AGENT), { verdict: 'allow', passthrough: true }, 'not an LLM host');
+});
+
+t.test('a reload keeps the usage ledger (a budget is not reset); a given ledger is used as it is', async (t) => {
+  const { setup, config } = shippedStages();
+  t.teardown(() => setup.close());
+  const next = createPipeline(config, createLogger('silent'), { previous: setup });
+  t.teardown(() => next.close());
+  t.equal(next.ledger, setup.ledger);
+  const mine = new MemoryLedger();
+  const given = createPipeline(config, createLogger('silent'), { ledger: mine });
+  t.teardown(() => given.close());
+  t.equal(given.ledger, mine);
 });
