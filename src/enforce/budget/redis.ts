@@ -69,13 +69,13 @@ export class RedisLedger implements UsageLedger {
   }
 
   record(agentId: string, usage: LlmUsage, nowMs: number): void {
-    const tokens = tokensOf(usage);
-    const cost = costOf(usage);
-    if (tokens === 0 && cost === 0) return;
-    this.#fallback?.record(agentId, usage, nowMs);
-    // Unreachable: the call is not in the shared totals (the outage is logged once, by #markDown).
-    if (this.#closed || this.#client.status !== 'ready') return;
     try {
+      const tokens = tokensOf(usage);
+      const cost = costOf(usage);
+      if (tokens === 0 && cost === 0) return;
+      this.#fallback?.record(agentId, usage, nowMs);
+      // Unreachable: the call is not in the shared totals (the outage is logged once, by #markDown).
+      if (this.#closed || this.#client.status !== 'ready') return;
       const tx = this.#client.multi();
       for (const w of WINDOWS) {
         const start = windowStart(w, nowMs);
