@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { statSync } from 'node:fs';
 import type { FirmaConfig } from './config/index.js';
 import type { Logger } from './core/log.js';
 import { initCa, type CertificateAuthority } from './intercept/tls/ca.js';
@@ -23,6 +24,12 @@ import { TransparentListener } from './intercept/transparent/listener.js';
 import type { OriginalDestinationLookup } from './intercept/transparent/original-dst.js';
 import { Metrics } from './admin/metrics.js';
 import { Reloader, type ReloadResult, type ReloadTrigger } from './reload/reloader.js';
+import { createUsageLedger } from './enforce/budget/create.js';
+import { MemoryLedger } from './enforce/budget/memory.js';
+import { RedisLedger } from './enforce/budget/redis.js';
+import { windowStart, type UsageLedger } from './enforce/budget/types.js';
+import { auditFileSet } from './audit/files.js';
+import { readUsageRecords } from './audit/usage-records.js';
 
 export type { ReloadResult, ReloadTrigger } from './reload/reloader.js';
 
@@ -65,6 +72,8 @@ export class Sidecar {
   readonly #connector: Connector;
   readonly #admin: AdminServer;
   readonly #reloader: Reloader;
+  /** LLM usage totals, kept across reloads (docs/llm.md "Budgets"). */
+  readonly #ledger: UsageLedger;
   /** The audit recorder (decision, outcome, lifecycle events). */
   readonly audit: AuditRecorder;
   /** Requests held for a person's approval, and standing grants. */
@@ -84,6 +93,7 @@ export class Sidecar {
     adminAddress: AddressInfo;
     transparent: { listener: TransparentListener; address: AddressInfo } | null;
     reloader: Reloader;
+    ledger: UsageLedger;
   }) {
     this.config = parts.config;
     this.#log = parts.log;
@@ -98,6 +108,7 @@ export class Sidecar {
     this.#transparent = parts.transparent?.listener ?? null;
     this.transparentAddress = parts.transparent?.address ?? null;
     this.#reloader = parts.reloader;
+    this.#ledger = parts.ledger;
   }
 
   static async start(opts: SidecarStartOptions): Promise<Sidecar> {
@@ -119,7 +130,8 @@ export class Sidecar {
       },
       notify: (view) => notify?.(view),
     });
-    const decisions = createPipeline(config, log, { approvals });
+    const ledger = await startUsageLedger(config, log);
+    const decisions = createPipeline(config, log, { approvals, ledger });
     // One registry per sidecar (never prom-client's global one): sidecars in one process stay apart.
     const metrics = new Metrics({ hosts: config.sidecar.connector.hosts });
     metrics.setPendingApprovalsSource(() => approvals.pendingCount);
@@ -247,6 +259,7 @@ export class Sidecar {
       adminAddress,
       transparent,
       reloader,
+      ledger,
     });
     reloader.watch();
     log.info(
@@ -315,9 +328,38 @@ export class Sidecar {
       this.#log.error({ code: errorCode(err), err }, 'audit log not fully written at stop');
     }
     await this.#reloader.close();
+    await this.#ledger.close();
     await this.#admin.close();
     this.#state = 'stopped';
     this.#log.info({ cut }, 'stopped');
     return { cut };
   }
+}
+
+/**
+ * The LLM usage ledger (docs/llm-budgets.md "Budgets"): shared through Redis when `[redis] url` is set;
+ * else in memory, with today's UTC day rebuilt from the audit log's outcome events, so a restart does
+ * not reset a day's budget.
+ */
+async function startUsageLedger(config: FirmaConfig, log: Logger): Promise<UsageLedger> {
+  const ledger = createUsageLedger(config.redis, log);
+  if (ledger instanceof RedisLedger) {
+    // Budgeted calls are refused (or counted locally) until Redis answers: give it a moment at start.
+    if (!(await ledger.ready(Math.max(config.redis.timeout_ms, 1000)))) log.warn({ redis: 'unreachable' }, 'LLM usage totals: Redis not reachable at start');
+    return ledger;
+  }
+  if (!(ledger instanceof MemoryLedger)) return ledger;
+  const started = Date.now();
+  const dayStart = windowStart('day', started);
+  // A file last written before today holds none of today's calls: only the newest files are read.
+  const files = auditFileSet(config.audit.path).filter((f) => {
+    try {
+      return statSync(f).mtimeMs >= dayStart;
+    } catch {
+      return false;
+    }
+  });
+  const calls = await ledger.rebuild(readUsageRecords(files, dayStart), started);
+  if (calls > 0) log.info({ calls, ms: Date.now() - started }, 'LLM usage of today rebuilt from the audit log');
+  return ledger;
 }

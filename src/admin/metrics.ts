@@ -23,6 +23,7 @@ import type { AuditWriteMetrics, ConnectionBound, ConnectionMetrics, LeafCertifi
 
 export type { AuditWriteMetrics, LeafCertificateStats, RateLimitMetrics, RateLimitRejection, RequestMetrics };
 import type { UpstreamHostKey } from '../config/validators.js';
+import { LlmUsageMetrics, type LlmUsage } from './llm-metrics.js';
 
 /** Label value of every host not configured in `[[sidecar.connector.hosts]]`. */
 export const OTHER_HOST = 'other';
@@ -102,6 +103,7 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
   #openConnections: () => number = NO_SOURCE;
   readonly #boundHits: Counter<'bound'>;
   readonly #mcpCalls: Counter<'server' | 'method' | 'tool' | 'decision'>;
+  readonly #llm: LlmUsageMetrics;
   #auditAvailable: () => boolean = () => true;
   #leafCerts: () => LeafCertificateStats = () => ({ minted: 0, cacheHits: 0, evictions: 0 });
 
@@ -200,6 +202,7 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
       labelNames: ['server', 'method', 'tool', 'decision'] as const,
       registers,
     });
+    this.#llm = new LlmUsageMetrics(registry);
     const pending: Gauge = new Gauge({
       name: 'firma_approvals_pending',
       help: 'Requests held open waiting for a human approval.',
@@ -330,6 +333,9 @@ export class Metrics implements RequestMetrics, RateLimitMetrics, AuditWriteMetr
   mcpCall(server: string, method: string, tool: string, decision: string): void {
     this.#mcpCalls.inc({ server, method, tool, decision });
   }
+
+  llmUsage(agentId: string, usage: LlmUsage): void { this.#llm.record(agentId, usage); }
+  llmUsageUnread(reason: string): void { this.#llm.unread(reason); }
 
   connectionBoundHit(bound: ConnectionBound): void {
     this.#boundHits.inc({ bound });

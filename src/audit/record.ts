@@ -206,6 +206,10 @@ export class AuditRecorder {
    */
   outcome(d: Verdict, o: DispatchOutcome, durationMs: number, usage: UsageReading | null = null): void {
     this.#metrics?.outcome(d.envelope.kind, d.envelope.target, o.upstreamStatus, o.error, durationMs);
+    if (usage !== null) {
+      if (usage.usage !== null) this.#metrics?.llmUsage?.(d.envelope.agentId, usage.usage);
+      else this.#metrics?.llmUsageUnread?.(usage.reason);
+    }
     const body = outcomeBody(d, o, durationMs, usage === null || usage.usage === null ? null : auditUsage(usage.usage));
     // Rare (an LLM response the reader could not read): the one shape with `usage_unread`.
     if (usage !== null && usage.usage === null) this.#append({ ...body, usage_unread: usage.reason });

@@ -1,4 +1,5 @@
 import type { AuditDecision, AuditEvent, DecisionEvent, OutcomeEvent } from './events.js';
+import { usageText } from './usage-records.js';
 
 export interface TailFilter {
   readonly decision?: AuditDecision | string;
@@ -35,7 +36,7 @@ export function formatEventLine(e: AuditEvent): string {
     case 'outcome': {
       const result = e.error === null ? String(e.status ?? '-') : `${e.error}${e.error_code === null ? '' : `(${e.error_code})`}`;
       const cred = e.credential_injected ? '  cred' : '';
-      return `${e.ts}  outcome  ${agent}  ${result}  in=${e.bytes_in}B out=${e.bytes_out}B  ${e.duration_ms}ms${cred}  ${req}`;
+      return `${e.ts}  outcome  ${agent}  ${result}  in=${e.bytes_in}B out=${e.bytes_out}B  ${e.duration_ms}ms${cred}${usageText(e)}  ${req}`;
     }
     case 'approval':
       return `${e.ts}  approval  ${agent}  ${e.action} ${e.approval_id}  by=${e.approver ?? '-'}${e.reason === null ? '' : `  ${e.reason}`}  ${req}`;
@@ -142,5 +143,6 @@ export function formatRequestLine(d: DecisionEvent, o: OutcomeEvent): string {
   const cut = decision.lastIndexOf('  req=');
   const result = o.error === null ? String(o.status ?? '-') : `${o.error}${o.error_code === null ? '' : `(${o.error_code})`} ${o.status ?? '-'}`;
   const cred = o.credential_injected ? '  cred' : '';
-  return `${decision.slice(0, cut)}  → ${result}  in=${o.bytes_in}B out=${o.bytes_out}B  ${o.duration_ms}ms${cred}${decision.slice(cut)}`;
+  // An LLM call's tokens and cost (docs/llm-budgets.md "firma usage"); "" for other requests.
+  return `${decision.slice(0, cut)}  → ${result}  in=${o.bytes_in}B out=${o.bytes_out}B  ${o.duration_ms}ms${cred}${usageText(o)}${decision.slice(cut)}`;
 }

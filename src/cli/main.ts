@@ -33,6 +33,8 @@ async function main(argv: string[]): Promise<void> {
         reason: { type: 'string' },
         'grant-minutes': { type: 'string' },
         'grant-host': { type: 'boolean' },
+        since: { type: 'string' },
+        by: { type: 'string' },
       },
     });
   } catch (err) {
@@ -55,6 +57,8 @@ async function main(argv: string[]): Promise<void> {
       return (await import('./commands/token.js')).tokenCommand(sub, rest, values);
     case 'audit':
       return (await import('./commands/audit.js')).auditCommand(sub, rest, values);
+    case 'usage':
+      return (await import('./commands/usage.js')).usageCommand(sub === undefined ? [] : [sub, ...rest], values);
     case 'approvals': {
       const { approvalsCommand } = await import('./commands/approvals.js');
       const r = await approvalsCommand(readConfig(values.config), sub, rest, values);

@@ -24,6 +24,9 @@ usage:
                                      run with the sidecar stopped (start does this by itself)
   firma audit tail [-f] [--decision D] [--agent A] [--host H]
                                      a readable view of the audit log, one line per request
+  firma usage [--agent A] [--since 24h] [--by agent|model] [PATH...] [--config PATH]
+                                     LLM calls, tokens and cost per agent (or model) from the audit log,
+                                     rotated files included (--since: 90m, 24h, 7d or a date)
   firma approvals list [--admin URL] requests held for approval, and standing grants
   firma approvals approve ID [--grant-minutes N [--grant-host]] [--reason TEXT]
                                      release a held request (and identical ones); optionally grant the

@@ -24,6 +24,7 @@ import {
 } from './validators.js';
 import { checkCredential, checkVaultAuth, duplicateCredential, duplicateOf, hostKey } from './entry-checks.js';
 import { mcpSchema } from './mcp-checks.js';
+import { budgetsSchema, llmSchema } from './llm-checks.js';
 
 /**
  * The headers AI SDKs put their API key in (OpenAI and most: Authorization; Anthropic: x-api-key; Azure
@@ -345,17 +346,21 @@ export const firmaConfigSchema = s
 
     redis: s
       .table({
-        url: s.string().refine(checkRedisUrl).default('').describe('Redis for rate limits shared across replicas, e.g. "redis://127.0.0.1:6379"; "" keeps buckets in memory.'),
+        url: s.string().refine(checkRedisUrl).default('').describe('Redis for rate limits and LLM usage totals shared across replicas, e.g. "redis://127.0.0.1:6379"; "" keeps them in memory.'),
         key_prefix: s.string().default('firma').describe('Prefix of the Redis keys.'),
         on_error: s
           .enum(['deny', 'local'])
           .default('deny')
-          .describe('When Redis cannot be reached: "deny" refuses rate-limited requests (fail closed); "local" falls back to per-replica buckets.'),
+          .describe('When Redis cannot be reached: "deny" refuses rate-limited requests and LLM calls under a budget (fail closed); "local" falls back to per-replica buckets and totals.'),
         timeout_ms: s.integer({ min: 1, max: 60_000 }).default(500).describe('Bound on each Redis call; past it the on_error rule applies.'),
       })
-      .describe('Shared rate-limit state.'),
+      .describe('Shared rate-limit and LLM budget state.'),
 
     mcp: mcpSchema,
+
+    llm: llmSchema,
+
+    budgets: budgetsSchema,
   })
   .describe('Firma Sidecar configuration (firma.toml).');
 

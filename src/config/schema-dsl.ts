@@ -54,7 +54,7 @@ interface Ctx {
   readonly bigint: boolean;
 }
 
-type NodeKind = 'string' | 'integer' | 'boolean' | 'enum' | 'array' | 'table';
+type NodeKind = 'string' | 'integer' | 'number' | 'boolean' | 'enum' | 'array' | 'table';
 
 interface Def<Out> {
   readonly kind: NodeKind;
@@ -229,6 +229,21 @@ function integer(opts: { min?: number; max?: number } = {}): Schema<number> {
   });
 }
 
+/** A TOML integer or float above `exclusiveMin` (e.g. a price or a dollar amount). */
+function number(opts: { exclusiveMin?: number } = {}): Schema<number> {
+  const { exclusiveMin } = opts;
+  const expected = exclusiveMin !== undefined ? `a number > ${exclusiveMin}` : 'a number';
+  return new Schema<number>({
+    kind: 'number',
+    json: () => ({ type: 'number', ...(exclusiveMin !== undefined ? { exclusiveMinimum: exclusiveMin } : {}) }),
+    parse: (value, path, ctx) => {
+      const n = typeof value === 'bigint' ? Number(value) : value;
+      if (typeof n !== 'number' || !Number.isFinite(n) || (exclusiveMin !== undefined && !(n > exclusiveMin))) return typeIssue(ctx, path, expected, value);
+      return n;
+    },
+  });
+}
+
 function boolean(): Schema<boolean> {
   return new Schema<boolean>({
     kind: 'boolean',
@@ -369,4 +384,4 @@ function arrayOfTables<F extends Fields>(fields: F, opts: ArrayOptions = {}): Sc
   return array(table(fields), opts);
 }
 
-export const s = { string, integer, boolean, enum: enumOf, array, table, arrayOfTables } as const;
+export const s = { string, integer, number, boolean, enum: enumOf, array, table, arrayOfTables } as const;

@@ -7,6 +7,7 @@ export type Stage =
   | 'capability'
   | 'policy'
   | 'approval'
+  | 'budget'
   | 'connector'
   | 'credentials'
   | 'audit';
@@ -87,7 +88,9 @@ export interface Denied extends DecisionFacts {
   readonly reason: string;
   /** One sentence for the human reading the 403. */
   readonly message: string;
-  readonly status: 400 | 403 | 407 | 503;
+  readonly status: 400 | 403 | 407 | 429 | 503;
+  /** Seconds the agent should wait before trying again (the `Retry-After` header); absent when retrying cannot help. */
+  readonly retryAfterS?: number;
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import type { Target, EnvelopeKind } from './envelope.js';
 import type { OutcomeErrorKind } from './outcome.js';
+import type { LlmUsage } from './llm.js';
 
 export type RateLimitRejection = 'rate_limited' | 'limiter_unavailable';
 
@@ -17,6 +18,10 @@ export interface RequestMetrics {
    * method or "other"; the tool rule's glob, "(other)" or ""; docs/mcp.md "Metrics").
    */
   mcpCall?(server: string, method: string, tool: string, decision: string): void;
+  /** One LLM call's usage, once its response was read (docs/llm-budgets.md "Metrics"; labels bounded there). */
+  llmUsage?(agentId: string, usage: LlmUsage): void;
+  /** An LLM call whose response usage could not be read, by reason (a fixed set; docs/llm.md "Reason codes"). */
+  llmUsageUnread?(reason: string): void;
   /** One dispatch finished: upstream status class, connector error, and total time of plain requests. */
   outcome(kind: EnvelopeKind, target: Target, upstreamStatus: number | null, error: OutcomeErrorKind | null, durationMs: number): void;
 }

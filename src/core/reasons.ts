@@ -87,6 +87,10 @@ export const REPLY_REASONS = Object.freeze({
   approval_capacity: { ...DENY_403, stages: ['approval'], meaning: '[approvals] max_pending requests are already waiting.' },
   shutdown: { ...DENY_403, stages: ['approval'], meaning: 'The sidecar is shutting down: held requests, and new ones that need approval, are denied.' },
 
+  // Budget (src/enforce/budget): an LLM call past the agent's [[budgets]] (docs/llm-budgets.md "Budgets").
+  budget_exceeded: { stages: ['budget'], statuses: [429], decision: 'deny', delivery: 'json', meaning: 'The agent\'s LLM tokens or cost in a [[budgets]] window have reached its limit: refused before dispatch until the window ends. Sent with Retry-After (seconds to the window\'s end).' },
+  shared_state_unavailable: { stages: ['budget'], statuses: [503], decision: 'deny', delivery: 'json', meaning: 'The shared LLM usage totals cannot be read (Redis unreachable, [redis] on_error = "deny") for a call a budget or a usage-reading policy applies to. Sent with Retry-After: 1.' },
+
   // Audit (src/audit): nothing is dispatched that cannot be recorded.
   audit_unavailable: { stages: ['audit'], statuses: [503], decision: 'deny', delivery: 'json', meaning: 'The audit log cannot be written, so nothing is sent (or held) until it can. Sent with Retry-After: 1 when refused before dispatch.' },
 

@@ -6,6 +6,8 @@ import type { CapabilityCheck } from './capability/check.js';
 import type { PolicyEngine } from './policy/engine.js';
 import type { McpInput } from './policy/verdict.js';
 import type { ActionCounters } from './counters.js';
+import type { BudgetGate, BudgetRefusal } from './budget/gate.js';
+import type { UsageTotals } from './budget/types.js';
 
 function allow(
   envelope: Envelope,
@@ -31,6 +33,8 @@ export interface EnforcerOptions {
   readonly counters: ActionCounters;
   /** The approval stage; null: a request that needs approval is denied (`approval_required`). */
   readonly approvals?: ApprovalQueue | null;
+  /** The budget stage (docs/llm-budgets.md "Budgets"); null when no budget is set and no policy reads usage. */
+  readonly budgets?: BudgetGate | null;
   readonly now?: () => number;
   /** Where an unexpected exception inside a stage is reported (the agent only sees `internal_error`). */
   readonly onError: (err: unknown, requestId: string) => void;
@@ -91,7 +95,7 @@ export class Enforcer {
             `no mapping rule classifies ${envelope.method} ${envelope.target.host}${envelope.normalizedPath}, and unmapped traffic is denied (default_protected)`,
             403, EMPTY_FACTS));
         }
-        return allow(envelope, identity, EMPTY_FACTS, true, null);
+        return this.#passthrough(envelope, identity);
       }
       const caps = this.#o.capabilities;
       if (caps === null) return this.#stage2(envelope, identity, null);
@@ -129,6 +133,9 @@ export class Enforcer {
         // Minutes may have passed: a token revoked or expired meanwhile denies, whatever the approver said.
         const recheck = await this.#recheckCapability(held);
         if (recheck !== null) return this.#deny(held.envelope, 'capability', recheck.reason, recheck.message, 403, { ...facts, approvalId: r.approvalId });
+        // …and so may the agent's LLM usage: other calls may have spent its budget while this one waited.
+        const over = await this.#recheckBudget(held);
+        if (over !== null) return this.#overBudget(held.envelope, over, { ...facts, approvalId: r.approvalId }, ' (checked again after the approval)');
         this.#o.counters.record(held.identity.agentId, held.envelope.actionClass as string, this.#now());
         return allow(held.envelope, held.identity, { ...facts, approvalId: r.approvalId }, false, null, { via: r.via, approver: r.approver });
       }
@@ -153,7 +160,62 @@ export class Enforcer {
     return c.ok ? null : { reason: c.reason, message: `${c.message} (checked again after the approval)` };
   }
 
-  #afterStage1(envelope: Envelope, identity: Identity, c: CapabilityCheck, token: string | null): Verdict | Held {
+  /** Unclassified traffic let through (default_protected = false): still held to the agent's LLM budgets. */
+  #passthrough(envelope: Envelope, identity: Identity): Verdict | Promise<Verdict> {
+    const gate = this.#o.budgets ?? null;
+    if (gate === null || !gate.limits(envelope, identity.agentId)) return allow(envelope, identity, EMPTY_FACTS, true, null);
+    const checked = (totals: UsageTotals | null): Verdict => {
+      const over = gate.check(envelope, identity.agentId, totals, this.#now());
+      return over === null ? allow(envelope, identity, EMPTY_FACTS, true, null) : this.#finish(envelope, identity, this.#overBudget(envelope, over, EMPTY_FACTS));
+    };
+    const totals = gate.totals(identity.agentId, this.#now());
+    return totals instanceof Promise ? totals.then(checked, (err: unknown) => this.#internal(envelope, 'policy', err)) : checked(totals);
+  }
+
+  /** The budget stage again for a request that waited: null when its budgets still allow it. */
+  async #recheckBudget(held: Held): Promise<BudgetRefusal | null> {
+    const gate = this.#o.budgets ?? null;
+    if (gate === null || !gate.limits(held.envelope, held.identity.agentId)) return null;
+    const totals = await gate.totals(held.identity.agentId, this.#now());
+    return gate.check(held.envelope, held.identity.agentId, totals, this.#now());
+  }
+
+  #overBudget(envelope: Envelope, r: BudgetRefusal, facts: DecisionFacts, suffix = ''): Denied {
+    return { ...this.#deny(envelope, 'budget', r.reason, r.message + suffix, r.status, facts), retryAfterS: r.retryAfterS };
+  }
+
+  /**
+   * Stage 2 with the agent's LLM usage when a budget or a policy needs it (docs/llm-budgets.md "Budgets"):
+   * read once (one Redis round trip when shared), given to Cedar and to the budget check alike. Other
+   * requests go straight to stage 2.
+   */
+  #stage2(envelope: Envelope, identity: Identity, tokenId: string | null): Verdict | Held | Promise<Verdict | Held> {
+    const gate = this.#o.budgets ?? null;
+    if (gate === null || !gate.wants(envelope, identity.agentId)) return this.#policyStage(envelope, identity, tokenId, null, null);
+    const totals = gate.totals(identity.agentId, this.#now());
+    if (totals instanceof Promise) {
+      return totals.then(
+        (t) => this.#withUsage(gate, envelope, identity, tokenId, t),
+        (err: unknown) => this.#internal(envelope, 'policy', err),
+      );
+    }
+    return this.#withUsage(gate, envelope, identity, tokenId, totals);
+  }
+
+  #withUsage(gate: BudgetGate, envelope: Envelope, identity: Identity, tokenId: string | null, totals: UsageTotals | null): Verdict | Held {
+    try {
+      const refusal = gate.check(envelope, identity.agentId, totals, this.#now());
+      if (totals === null) {
+        const facts: DecisionFacts = { tokenId, policyIds: [], policyHash: null, approvalId: null };
+        return this.#finish(envelope, identity, this.#overBudget(envelope, refusal as BudgetRefusal, facts));
+      }
+      return this.#policyStage(envelope, identity, tokenId, totals, refusal);
+    } catch (err) {
+      return this.#internal(envelope, 'policy', err);
+    }
+  }
+
+  #afterStage1(envelope: Envelope, identity: Identity, c: CapabilityCheck, token: string | null): Verdict | Held | Promise<Verdict | Held> {
     try {
       if (!c.ok) {
         // No identity at all is a 407, so clients that support it can ask for proxy credentials.
@@ -171,7 +233,8 @@ export class Enforcer {
     }
   }
 
-  #stage2(envelope: Envelope, identity: Identity, tokenId: string | null): Verdict | Held {
+  /** Stage 2, then the budget: a call the policies permit (or hold) is refused past its budget. */
+  #policyStage(envelope: Envelope, identity: Identity, tokenId: string | null, usage: UsageTotals | null, overBudget: BudgetRefusal | null): Verdict | Held {
     const actionClass = envelope.actionClass as string;
     const now = this.#now();
     const counts = this.#o.counters.counts(identity.agentId, actionClass, now);
@@ -186,8 +249,11 @@ export class Enforcer {
       counts,
       body: envelope.body,
       mcp: mcpInput(envelope),
+      llm: usage,
     });
     const facts: DecisionFacts = { tokenId, policyIds: outcome.policyIds, policyHash: this.#o.policy.policyHash, approvalId: null };
+    // Before a hold is created: nobody should be asked to approve a call its budget refuses anyway.
+    if (overBudget !== null && outcome.verdict !== 'deny') return this.#finish(envelope, identity, this.#overBudget(envelope, overBudget, facts));
     if (outcome.verdict === 'allow') {
       this.#o.counters.record(identity.agentId, actionClass, now);
       return allow(envelope, identity, facts, false, null);

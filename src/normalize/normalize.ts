@@ -2,6 +2,7 @@ import type { Envelope, RawRequest } from '../core/envelope.js';
 import { splitTarget } from '../core/envelope.js';
 import { normalizePath } from './path.js';
 import type { MappingTable } from './mapping.js';
+import { LlmHosts } from './llm-hosts.js';
 
 const NO_FIELDS: readonly string[] = [];
 
@@ -10,12 +11,14 @@ const NO_FIELDS: readonly string[] = [];
  * give the action class, risk and the body fields a rule opts into (docs/architecture.md "Normalize").
  * A blind tunnel is classified as `CONNECT host` with no path.
  */
-export function normalize(raw: RawRequest, mapping: MappingTable): Envelope {
+export function normalize(raw: RawRequest, mapping: MappingTable, llmHosts: LlmHosts = LlmHosts.BUILT_IN): Envelope {
   const envelope = unclassifiedEnvelope(raw, true);
+  // A blind tunnel's bytes are never read, so there is no usage to count or budget to hold it to.
+  const llm = raw.kind === 'tunnel' ? null : llmHosts.formatFor(raw.target);
   const method = raw.kind === 'tunnel' ? 'CONNECT' : raw.method;
   const c = mapping.classify(method, raw.target.host, envelope.normalizedPath);
-  if (c === null) return envelope;
-  return { ...envelope, actionClass: c.actionClass, risk: c.risk, ruleId: c.ruleId, bodyFields: c.bodyFields };
+  if (c === null) return llm === null ? envelope : { ...envelope, llm };
+  return { ...envelope, actionClass: c.actionClass, risk: c.risk, ruleId: c.ruleId, bodyFields: c.bodyFields, llm };
 }
 
 /**
@@ -38,5 +41,6 @@ export function unclassifiedEnvelope(raw: RawRequest, normalizePaths: boolean): 
     ruleId: null,
     bodyFields: NO_FIELDS,
     body: null,
+    llm: null,
   };
 }

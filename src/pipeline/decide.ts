@@ -27,7 +27,7 @@ export async function decide(
 ): Promise<Decided> {
   let envelope: Envelope;
   try {
-    envelope = normalize(raw, snapshot.mapping);
+    envelope = normalize(raw, snapshot.mapping, snapshot.llm);
   } catch (err) {
     log.error({ err, request_id: raw.requestId }, 'classification failed; denied');
     return { verdict: deniedOnInternalError(unclassifiedEnvelope(raw, false)), body: null };

@@ -1,7 +1,7 @@
 import type { Denied } from '../core/decision.js';
 import type { SidecarReply } from '../core/reply.js';
 
-/** The 403/407 answer for a deny (docs/listeners.md "Responses the sidecar makes itself"); JSON-RPC errors on an MCP endpoint. */
+/** The 403/407/429 answer for a deny (docs/listeners.md "Responses the sidecar makes itself"); JSON-RPC errors on an MCP endpoint. */
 export function denyReply(d: Denied): SidecarReply {
   return {
     status: d.status,
@@ -12,6 +12,8 @@ export function denyReply(d: Denied): SidecarReply {
     requestId: d.envelope.requestId,
     policyIds: d.policyIds,
     ...(d.status === 407 ? { headers: PROXY_AUTHENTICATE } : {}),
+    // A budget's window end, or 1 s for shared state that may be back (docs/llm-budgets.md "Budgets").
+    ...(d.retryAfterS !== undefined ? { headers: { 'retry-after': String(d.retryAfterS) } } : {}),
     // On a declared MCP endpoint the agent's MCP client reads JSON-RPC (docs/mcp.md "Answers").
     ...(d.envelope.mcp !== null && d.envelope.mcp !== undefined
       ? { jsonRpc: { ids: d.envelope.mcp.rpcIds, batch: d.envelope.mcp.batch, index: d.envelope.mcp.index } }

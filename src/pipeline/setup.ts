@@ -8,9 +8,15 @@ import { ConfigError, type ConfigIssue } from '../config/index.js';
 import type { Logger } from '../core/log.js';
 import { MappingTable } from '../normalize/mapping.js';
 import { McpTable } from '../normalize/mcp.js';
+import { LlmHosts } from '../normalize/llm-hosts.js';
+import { PriceTable } from '../normalize/llm/prices.js';
+import { UsageAccounting } from './usage.js';
 import { PolicyEngine } from '../enforce/policy/engine.js';
 import { CapabilityVerifier } from '../enforce/capability/verifier.js';
 import { ActionCounters } from '../enforce/counters.js';
+import { BudgetGate, budgetRulesOf } from '../enforce/budget/gate.js';
+import { MemoryLedger } from '../enforce/budget/memory.js';
+import type { UsageLedger } from '../enforce/budget/types.js';
 import { Enforcer } from '../enforce/enforcer.js';
 import type { ApprovalQueue } from '../enforce/approval/queue.js';
 import { FirmaError } from '../core/errors.js';
@@ -20,6 +26,10 @@ export interface DecisionRules {
   readonly mapping: MappingTable;
   /** `[[mcp.servers]]` (docs/mcp.md). */
   readonly mcp: McpTable;
+  /** The LLM API hosts, built-in and `[[llm.hosts]]` (docs/llm-budgets.md "Hosts"). */
+  readonly llm: LlmHosts;
+  /** What LLM tokens cost: `[llm] prices_file` over the shipped table (docs/llm.md "Prices"). */
+  readonly prices: PriceTable;
   readonly policy: PolicyEngine;
 }
 
@@ -55,8 +65,16 @@ export function loadDecisionRules(config: FirmaConfig): DecisionRules {
     if (!(err instanceof ConfigError)) throw err;
     issues.push(...err.errors);
   }
-  if (issues.length > 0 || mapping === null || mcp === null || policy === null) throw new ConfigError(issues);
-  return { mapping, mcp, policy };
+  let prices: PriceTable | null = null;
+  try {
+    const shipped = PriceTable.shipped();
+    prices = config.llm.prices_file === '' ? shipped : PriceTable.load(config.llm.prices_file).over(shipped);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    issues.push(...err.errors);
+  }
+  if (issues.length > 0 || mapping === null || mcp === null || policy === null || prices === null) throw new ConfigError(issues);
+  return { mapping, mcp, llm: LlmHosts.fromConfig(config), prices, policy };
 }
 
 /** The sidecar's own folder (where `mappings/` and `policies/` ship), from dist/enforce/. */
@@ -78,6 +96,10 @@ export interface PipelineSetup {
   readonly verifier: CapabilityVerifier | null;
   /** Per-agent action counts; shared across reloads. */
   readonly counters: ActionCounters;
+  /** Per-agent LLM usage per window (docs/llm.md "Budgets"); shared across reloads. */
+  readonly ledger: UsageLedger;
+  /** Usage readers priced by this setup's table, counting into `ledger` (the snapshot's `usage`). */
+  readonly usage: UsageAccounting;
   readonly approvals: ApprovalQueue | null;
   /** Closes the verifier (when a reload reused it, only the last setup holding it should close it). */
   close(): void;
@@ -93,6 +115,8 @@ export interface PipelineReuse {
   readonly previous?: PipelineSetup;
   /** The approval stage (held requests and grants outlive a reload); default: the previous setup's. */
   readonly approvals?: ApprovalQueue | null;
+  /** The LLM usage ledger (the composition root builds it from `[redis]`); default: the previous setup's, else a new in-memory one. */
+  readonly ledger?: UsageLedger;
 }
 
 /** Which verifier a set of capability settings needs; equal keys can share one. */
@@ -144,6 +168,13 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
   }
   const counters = reuse.previous?.counters ?? new ActionCounters();
   const approvals = reuse.approvals !== undefined ? reuse.approvals : (reuse.previous?.approvals ?? null);
+  const ledger = reuse.ledger ?? reuse.previous?.ledger ?? new MemoryLedger();
+  const policy = rules.policy;
+  const budgets = BudgetGate.create({
+    rules: budgetRulesOf(config),
+    ledger,
+    policyReadsUsage: policy.readsLlmUsage ? (actionClass) => policy.readsLlmUsageFor(actionClass) : null,
+  });
   const enforcer = new Enforcer({
     mode: config.sidecar.mode,
     defaultProtected: config.sidecar.mapping.default_protected,
@@ -153,6 +184,7 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
     policy: rules.policy,
     counters,
     approvals,
+    budgets,
     onError: (err, requestId) => log.error({ err, request_id: requestId }, 'enforcement failed; denied'),
   });
   return {
@@ -160,6 +192,8 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
     rules,
     verifier,
     counters,
+    ledger,
+    usage: new UsageAccounting(rules.prices, ledger, log),
     approvals,
     close: () => {
       verifier?.close();

@@ -2,6 +2,7 @@ import type { Enforcer } from '../enforce/enforcer.js';
 import type { MappingTable } from '../normalize/mapping.js';
 import type { McpTable } from '../normalize/mcp.js';
 import type { LlmAccounting } from '../core/llm.js';
+import type { LlmHosts } from '../normalize/llm-hosts.js';
 
 /**
  * Everything a request is decided under, as one immutable value. A request reads it once, when it
@@ -14,7 +15,9 @@ export interface DecisionSnapshot {
   readonly mapping: MappingTable;
   /** The declared MCP endpoints (docs/mcp.md); McpTable.EMPTY when none. */
   readonly mcp: McpTable;
-  /** Usage readers for calls to LLM hosts, and the ledger their usage counts in (docs/llm.md). */
+  /** The LLM API hosts (docs/llm.md "Hosts"): normalize sets `envelope.llm` from it. */
+  readonly llm: LlmHosts;
+  /** Usage readers for calls to LLM hosts, and the ledger their usage counts in (docs/llm.md "Usage"); the same ledger in every snapshot. */
   readonly usage: LlmAccounting;
   /** Stage 1 and stage 2. */
   readonly enforcer: Enforcer;

@@ -35,6 +35,8 @@ const RELOADABLE: readonly string[] = [
   'sidecar.reload',
   'sidecar.mapping',
   'mcp',
+  'llm',
+  'budgets',
   'sidecar.policy',
   'sidecar.capabilities',
   'sidecar.connector.default_timeout_ms',
@@ -96,6 +98,7 @@ function snapshotOf(config: FirmaConfig, setup: PipelineSetup, generation: numbe
   return {
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
+    llm: setup.rules.llm,
     usage: setup.usage,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,

@@ -62,6 +62,7 @@ t.test('the example policy lets only triage create issues, only in firma', async
   const snapshot: DecisionSnapshot = {
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
+    llm: setup.rules.llm,
     usage: setup.usage,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,

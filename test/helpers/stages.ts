@@ -30,6 +30,7 @@ ${opts.capabilities ?? 'required = false'}
   const snapshot: DecisionSnapshot = {
     mapping: setup.rules.mapping,
     mcp: setup.rules.mcp,
+    llm: setup.rules.llm,
     usage: setup.usage,
     enforcer: setup.enforcer,
     bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,

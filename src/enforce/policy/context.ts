@@ -69,6 +69,10 @@ export function memoKey(set: PreparedSet, input: PolicyInput, derived: Derived, 
         }
         break;
       }
+      case 'llm_tokens_hour': k += `${input.llm?.hour.tokens ?? '!'},`; break;
+      case 'llm_tokens_day': k += `${input.llm?.day.tokens ?? '!'},`; break;
+      case 'llm_cost_hour': k += `${input.llm === null || input.llm === undefined ? '!' : cedarDecimal(input.llm.hour.costUsd)},`; break;
+      case 'llm_cost_day': k += `${input.llm === null || input.llm === undefined ? '!' : cedarDecimal(input.llm.day.costUsd)},`; break;
       case 'mcp': {
         const m = input.mcp;
         if (m === null || m === undefined) {
@@ -107,6 +111,11 @@ export function contextOf(set: PreparedSet, input: PolicyInput, derived: Derived
         if (body !== null) ctx.body = body;
         break;
       }
+      // Absent when the totals were not read: a policy reading them then errors, which denies (fail closed).
+      case 'llm_tokens_hour': if (input.llm) ctx.llm_tokens_hour = input.llm.hour.tokens; break;
+      case 'llm_tokens_day': if (input.llm) ctx.llm_tokens_day = input.llm.day.tokens; break;
+      case 'llm_cost_hour': if (input.llm) ctx.llm_cost_hour = { __extn: { fn: 'decimal', arg: cedarDecimal(input.llm.hour.costUsd) } }; break;
+      case 'llm_cost_day': if (input.llm) ctx.llm_cost_day = { __extn: { fn: 'decimal', arg: cedarDecimal(input.llm.day.costUsd) } }; break;
       case 'mcp': {
         const m = input.mcp;
         if (m !== null && m !== undefined) ctx.mcp = { method: m.method, tool: m.tool, arguments: { ...m.arguments } };
@@ -115,6 +124,15 @@ export function contextOf(set: PreparedSet, input: PolicyInput, derived: Derived
     }
   }
   return ctx;
+}
+
+/**
+ * USD as a Cedar `decimal` literal: Cedar decimals have 4 fractional digits (and a range of ±9.2e14), so
+ * the total is rounded to the nearest 1/100 cent (docs/llm-budgets.md "Policies on usage").
+ */
+export function cedarDecimal(usd: number): string {
+  const v = Number.isFinite(usd) ? Math.min(Math.max(usd, 0), 900_000_000_000_000) : 0;
+  return v.toFixed(4);
 }
 
 /**

@@ -27,7 +27,7 @@ import type { PolicyLoadOptions } from './load.js';
 import type { SourcePolicy } from './parse.js';
 import { PolicyPlans } from './plan.js';
 import type { AnalysedPolicy } from './plan.js';
-import { compare } from './schema.js';
+import { LLM_CONTEXT_KEYS, compare } from './schema.js';
 import type { BodyFieldType } from './schema.js';
 import { policyError } from './verdict.js';
 import type { PolicyInput, PolicyOutcome } from './verdict.js';
@@ -43,6 +43,8 @@ export class PolicyEngine {
   readonly warnings: readonly string[];
   /** The schema the policies were validated against (what `firma check` validated). */
   readonly schemaText: string;
+  /** Some policy reads `context.llm_*` (or the whole context): the budget stage then asks per class. */
+  readonly readsLlmUsage: boolean;
 
   readonly #plans: PolicyPlans;
   readonly #evaluator: PolicyEvaluator;
@@ -67,6 +69,7 @@ export class PolicyEngine {
       if (p.json.effect === 'permit' && p.json.annotations !== undefined && Object.hasOwn(p.json.annotations, 'approval')) approvals.add(p.id);
     }
     this.#plans = new PolicyPlans(policies);
+    this.readsLlmUsage = [...policies.values()].some((p) => p.usage.allContext || [...LLM_CONTEXT_KEYS].some((k) => p.usage.contextKeys.has(k)));
     this.#evaluator = new PolicyEvaluator(approvals, Object.freeze(Object.entries(bodyFields).sort(([a], [b]) => compare(a, b))), memoSize);
   }
 
@@ -91,6 +94,11 @@ export class PolicyEngine {
     } catch (err: unknown) {
       return policyError(err instanceof Error ? err.message : String(err));
     }
+  }
+
+  /** Whether a policy that can apply to `actionClass` reads the agent's LLM usage (`context.llm_*`). */
+  readsLlmUsageFor(actionClass: string): boolean {
+    return this.readsLlmUsage && !this.#closed && this.#plans.get(actionClass).readsLlm;
   }
 
   /** Release the pre-parsed sets held inside the wasm module. Later `evaluate` calls deny. */

@@ -12,7 +12,7 @@ import type { DetailedError, EntityJson, EntityUidJson, PolicyJson } from '@ceda
 import { FirmaError } from '../../core/errors.js';
 import { actionScopeMatches } from './analysis.js';
 import type { Usage } from './analysis.js';
-import { ACTION_TYPE, CONTEXT_KEYS, actionGroupsOf, compare } from './schema.js';
+import { ACTION_TYPE, CONTEXT_KEYS, LLM_CONTEXT_KEYS, actionGroupsOf, compare } from './schema.js';
 import type { ContextKey } from './schema.js';
 
 export const POLICY_INTERNAL = 'FIRMA_POLICY_INTERNAL';
@@ -55,6 +55,8 @@ export interface Plan {
   readonly whole: PreparedSet | null;
   readonly action: EntityUidJson;
   readonly actionEntity: EntityJson;
+  /** A group reads `context.llm_*`: the agent's usage totals must be read first (docs/llm-budgets.md "Policies on usage"). */
+  readonly readsLlm: boolean;
 }
 
 /** A loaded policy with what it reads. */
@@ -108,7 +110,8 @@ export class PolicyPlans {
     let whole: PreparedSet | null = null;
     if (sets.length === 1) whole = sets[0] ?? null;
     else if (sets.length > 1) whole = this.#prepare([...this.#policies.keys()].filter((id) => sets.some((s) => s.ids.has(id))));
-    const plan: Plan = { sets, whole, action, actionEntity };
+    const readsLlm = sets.some((s) => s.contextKeys.some((k) => LLM_CONTEXT_KEYS.has(k)));
+    const plan: Plan = { sets, whole, action, actionEntity, readsLlm };
     if (this.#plans.size < MAX_PLANS) this.#plans.set(actionClass, plan);
     return plan;
   }

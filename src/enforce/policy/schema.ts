@@ -4,7 +4,7 @@
  *   principal  Firma::Agent::"<agent id>"                      (no attributes)
  *   action     Firma::Action::"<action class>"                 (e.g. "payments.refund")
  *   resource   Firma::Resource::"<host><path>"                 { host, path }
- *   context    method, path, host, risk, hour, weekday, count_* and an optional `body` record
+ *   context    method, path, host, risk, hour, weekday, count_*, llm_* and an optional `body` record
  *
  * Actions. Action classes are open-ended (they come from the mapping rules), and Cedar's validator
  * rejects any action a policy names that the schema does not declare. So the schema is built at load
@@ -86,6 +86,10 @@ export const FIRMA_SCHEMA_TEMPLATE = `namespace Firma {
     count_hour: Long,            // … in the last hour, all classes
     count_minute_class: Long,    // … in the last 60 s, this action class only
     count_hour_class: Long,      // … in the last hour, this action class only
+    llm_tokens_hour: Long,       // this agent's LLM input + output tokens in the current UTC hour
+    llm_tokens_day: Long,        // … in the current UTC day
+    llm_cost_hour: decimal,      // this agent's LLM cost in USD in the current UTC hour (4 decimal places)
+    llm_cost_day: decimal,       // … in the current UTC day
     body?: Body,
     mcp?: Mcp,
   };
@@ -98,8 +102,12 @@ export const FIRMA_SCHEMA_TEMPLATE = `namespace Firma {
 export const CONTEXT_KEYS = [
   'method', 'path', 'host', 'risk', 'hour', 'weekday',
   'count_minute', 'count_hour', 'count_minute_class', 'count_hour_class', 'body', 'mcp',
+  'llm_tokens_hour', 'llm_tokens_day', 'llm_cost_hour', 'llm_cost_day',
 ] as const;
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
+
+/** The attributes that need the agent's LLM usage totals (read from the ledger only when a policy reads one). */
+export const LLM_CONTEXT_KEYS: ReadonlySet<ContextKey> = new Set(['llm_tokens_hour', 'llm_tokens_day', 'llm_cost_hour', 'llm_cost_day']);
 
 const ACTION_CLASS = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 const ACTION_GROUP = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.\*$/;

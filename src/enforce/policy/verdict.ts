@@ -4,6 +4,7 @@
  */
 import type { Risk } from '../../core/envelope.js';
 import type { ActionCounts } from '../counters.js';
+import type { UsageTotals } from '../budget/types.js';
 
 export type PolicyVerdict = 'allow' | 'deny' | 'approval';
 export type PolicyReason = 'policy_allow' | 'policy_deny' | 'no_permit' | 'approval_required' | 'policy_error';
@@ -21,6 +22,11 @@ export interface PolicyInput {
   readonly body: Readonly<Record<string, string | number | boolean | null>> | null;
   /** The MCP message (docs/mcp.md "Policies"); null off an MCP endpoint. */
   readonly mcp?: McpInput | null;
+  /**
+   * The agent's LLM usage in the current UTC windows (`context.llm_*`, docs/llm-budgets.md "Policies on
+   * usage"); read only when a policy reads it, else null.
+   */
+  readonly llm?: UsageTotals | null;
 }
 
 export interface McpInput {

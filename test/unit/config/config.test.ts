@@ -73,6 +73,8 @@ const DEFAULT_VALUES = {
   approvals: { timeout_ms: 300000, max_pending: 1000, max_grant_minutes: 1440, webhook_url: '', webhook_timeout_ms: 5000, page_url: '' },
   redis: { url: '', key_prefix: 'firma', on_error: 'deny', timeout_ms: 500 },
   mcp: { servers: [] },
+  llm: { hosts: [], prices_file: '' },
+  budgets: [],
 };
 
 t.test('built-in defaults', async (t) => {
@@ -178,6 +180,8 @@ default_timeout_ms = 3_600_000
     approvals: DEFAULT_VALUES.approvals,
     redis: DEFAULT_VALUES.redis,
     mcp: DEFAULT_VALUES.mcp,
+    llm: DEFAULT_VALUES.llm,
+    budgets: DEFAULT_VALUES.budgets,
     source: { path: 'firma.toml' },
     baseDir: '/etc/firma',
   });
@@ -494,6 +498,8 @@ t.test('JSON Schema', async (t) => {
     approvals: { ...DEFAULT_VALUES.approvals },
     redis: { ...DEFAULT_VALUES.redis },
     mcp: { servers: [] },
+    llm: { hosts: [], prices_file: '' },
+    budgets: [],
   });
   t.same(jsonSchemaErrors(schema, rootDefault), []);
   t.same(parseConfigText(stringify(rootDefault as Obj), 'f', '/work').sidecar, DEFAULT_VALUES.sidecar);

@@ -72,9 +72,9 @@ t.test('every CLI command and option in the usage is documented in docs/commands
   for (const short of usage.match(/(?<=\[)-[a-z](?=[\] ])/g) ?? []) t.ok(page.includes(`\`${short}`), `docs/commands.md documents \`${short}\``);
 });
 
-t.test('every metric registered in src/admin/metrics.ts is documented in docs/listeners.md', async (t) => {
+t.test('every metric registered in src/admin/metrics.ts (and llm-metrics.ts) is documented in docs/listeners.md', async (t) => {
   const page = read('docs/listeners.md');
-  const names = [...read('src/admin/metrics.ts').matchAll(/name: '([a-z_]+)'/g)].map((m) => m[1] as string);
+  const names = ['src/admin/metrics.ts', 'src/admin/llm-metrics.ts'].flatMap((f) => [...read(f).matchAll(/name: '([a-z_]+)'/g)].map((m) => m[1] as string));
   t.ok(names.length >= 15, `found ${names.length} metrics`);
   for (const name of names) t.ok(page.includes(`\`${name}\``), `docs/listeners.md documents \`${name}\``);
 });

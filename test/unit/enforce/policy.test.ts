@@ -357,6 +357,7 @@ t.test('equivalence with a single full Cedar call (random inputs)', async (t) =>
     '@id("vip") permit (principal == Firma::Agent::"vip", action, resource) when { context.risk == "critical" };',
     '@id("cond") @approval permit (principal, action, resource) when { action in Firma::Action::"payments.*" && context.path like "/v1/*" };',
     '@id("ctx") permit (principal, action, resource) when { context.host == "api.github.com" && context has body };',
+    '@id("spend") forbid (principal, action == Firma::Action::"llm.chat", resource) when { context.llm_tokens_day > 1500 || context.llm_cost_hour.greaterThan(decimal("2.5")) };',
   ].join('\n');
   const schema = firmaSchemaText({ actionClasses: CLASSES, bodyFields: DEFAULT_BODY_FIELDS });
   // memo off, a tiny memo (constant eviction) and the default
@@ -394,11 +395,15 @@ t.test('equivalence with a single full Cedar call (random inputs)', async (t) =>
       nowMs: WED_10 + rand(7) * 86_400_000 + rand(24) * 3_600_000,
       counts: { minute: rand(9), hour: rand(33), minuteClass: rand(5), hourClass: rand(4) },
       body: pick<PolicyInput['body']>([null, { amount: 50 }, { amount: 500, currency: 'usd' }, {}]),
+      llm: { minute: { tokens: 0, costUsd: 0 }, hour: { tokens: rand(900), costUsd: rand(300) / 100 }, day: { tokens: rand(2000), costUsd: rand(900) / 100 } },
     });
+    const llm = inp.llm as NonNullable<PolicyInput['llm']>;
     const d = new Date(inp.nowMs);
     const context: Record<string, CedarValueJson> = {
       method: inp.method, path: inp.path, host: inp.host, risk: inp.risk, hour: d.getUTCHours(), weekday: d.getUTCDay(),
       count_minute: inp.counts.minute, count_hour: inp.counts.hour, count_minute_class: inp.counts.minuteClass, count_hour_class: inp.counts.hourClass,
+      llm_tokens_hour: llm.hour.tokens, llm_tokens_day: llm.day.tokens,
+      llm_cost_hour: { __extn: { fn: 'decimal', arg: llm.hour.costUsd.toFixed(4) } }, llm_cost_day: { __extn: { fn: 'decimal', arg: llm.day.costUsd.toFixed(4) } },
     };
     if (inp.body !== null) context.body = inp.body as Record<string, CedarValueJson>;
     const resource = { type: 'Firma::Resource', id: inp.host + inp.path };
