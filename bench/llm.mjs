@@ -122,14 +122,21 @@ for (let i = 0; ; i++) {
 }
 
 const BODY = JSON.stringify({ model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'Say hello.' }] });
-const HEADERS = { 'content-type': 'application/json', accept: 'text/event-stream' };
+// A fresh object per request: undici's ProxyAgent (absolute-form) writes `host` into the headers object it
+// is given, so a shared one would carry one origin's Host to the next (the sidecar refuses: host_mismatch).
+const headers = () => ({ 'content-type': 'application/json', accept: 'text/event-stream' });
 const completion = async (port, dispatcher, query = '') => {
-  const r = await request(`http://127.0.0.1:${port}/v1/chat/completions${query}`, { method: 'POST', headers: HEADERS, body: BODY, dispatcher });
+  const r = await request(`http://127.0.0.1:${port}/v1/chat/completions${query}`, { method: 'POST', headers: headers(), body: BODY, dispatcher });
   let bytes = 0;
-  for await (const c of r.body) bytes += c.length;
-  if (r.statusCode !== 200 || bytes !== STREAM_BYTES) throw new Error(`status ${r.statusCode}, ${bytes} of ${STREAM_BYTES} bytes`);
+  let head = '';
+  for await (const c of r.body) {
+    if (bytes < 400) head += c.toString('utf8', 0, 400);
+    bytes += c.length;
+  }
+  if (r.statusCode !== 200 || bytes !== STREAM_BYTES) throw new Error(`status ${r.statusCode}, ${bytes} of ${STREAM_BYTES} bytes: ${head.slice(0, 300)}`);
 };
 
+let firstError = null;
 async function throughput(label, port, dispatcher, measurePid) {
   let n = 0;
   let errors = 0;
@@ -138,8 +145,8 @@ async function throughput(label, port, dispatcher, measurePid) {
       try {
         await completion(port, dispatcher);
         if (record) n++;
-      } catch {
-        errors++;
+      } catch (err) {
+        if (errors++ === 0) firstError ??= `${label}: ${err.message}`;
       }
     }
   };
@@ -157,7 +164,7 @@ async function firstChunk(port, dispatcher) {
   const times = [];
   for (let i = 0; i < TTFC_REPS; i++) {
     const t = performance.now();
-    const r = await request(`http://127.0.0.1:${port}/v1/chat/completions?first`, { method: 'POST', headers: HEADERS, body: BODY, dispatcher });
+    const r = await request(`http://127.0.0.1:${port}/v1/chat/completions?first`, { method: 'POST', headers: headers(), body: BODY, dispatcher });
     let first = null;
     for await (const c of r.body) if (first === null && c.length > 0) first = performance.now() - t;
     if (first !== null) times.push(first);
@@ -166,11 +173,13 @@ async function firstChunk(port, dispatcher) {
 }
 
 const direct = new Agent({ connections: CONC });
-const proxied = new ProxyAgent({ uri: `http://127.0.0.1:${proxyPort}`, proxyTunnel: false, connections: CONC });
-const off = await throughput('sidecar, usage not read', plainPort, proxied, sidecar.pid);
-const on = await throughput('sidecar, usage read', llmPort, proxied, sidecar.pid);
-const off2 = await throughput('sidecar, usage not read (again)', plainPort, proxied, sidecar.pid);
-const ttfc = { direct: await firstChunk(llmPort, direct), off: await firstChunk(plainPort, proxied), on: await firstChunk(llmPort, proxied) };
+const viaSidecar = () => new ProxyAgent({ uri: `http://127.0.0.1:${proxyPort}`, proxyTunnel: false, connections: CONC });
+const proxiedPlain = viaSidecar();
+const proxiedLlm = viaSidecar();
+const off = await throughput('sidecar, usage not read', plainPort, proxiedPlain, sidecar.pid);
+const on = await throughput('sidecar, usage read', llmPort, proxiedLlm, sidecar.pid);
+const off2 = await throughput('sidecar, usage not read (again)', plainPort, proxiedPlain, sidecar.pid);
+const ttfc = { direct: await firstChunk(llmPort, direct), off: await firstChunk(plainPort, proxiedPlain), on: await firstChunk(llmPort, proxiedLlm) };
 
 // Every completion to the declared host was recorded with its usage: count them in the audit log.
 const stopped = new Promise((r) => sidecar.once('exit', r));
@@ -182,7 +191,7 @@ let outcomes = 0;
 for (const line of fs.existsSync(auditFile) ? fs.readFileSync(auditFile, 'utf8').split('\n') : []) {
   if (!line.includes('"type":"outcome"')) continue;
   outcomes++;
-  if (line.includes(`"output_tokens":${CHUNKS},`)) withUsage++;
+  if (line.includes(`"output_tokens":${CHUNKS}}`)) withUsage++; // canonical JSON: the last key of usage
 }
 const f = (v, digits = 2) => (v === null || v === undefined ? '–' : v.toFixed(digits));
 const offUs = (off.cpuUs + off2.cpuUs) / 2;
@@ -204,10 +213,12 @@ const out = [
   '',
   `Audit: ${withUsage} of ${outcomes} outcome events carry the stream's usage (the completions to the declared host; live file only).`,
 ];
+if (firstError !== null) out.push('', `First error: ${firstError}`);
 console.log(out.join('\n'));
 if (args.json) fs.writeFileSync(args.json, JSON.stringify({ concurrency: CONC, seconds: SECONDS, chunks: CHUNKS, off, on, off2, ttfc }, null, 2));
 await direct.close();
-await proxied.close();
+await proxiedPlain.close();
+await proxiedLlm.close();
 upstream.close();
 other.close();
 process.exit(0);
