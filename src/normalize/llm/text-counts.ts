@@ -142,3 +142,59 @@ export class TextCounts {
     return end;
   }
 }
+
+const OPEN = 0x7b;
+const CLOSE = 0x7d;
+const OPEN_ARRAY = 0x5b;
+const CLOSE_ARRAY = 0x5d;
+const COLON = 0x3a;
+
+/**
+ * The keys whose string values are generated text inside a stream's delta object: Chat Completions
+ * `content`, `refusal`, `tool_calls[].function.arguments`; Anthropic `text`, `partial_json`, `thinking`.
+ */
+const TEXT_KEYS = ['content', 'refusal', 'arguments', 'text', 'partial_json', 'thinking'].map((k) => Buffer.from(k, 'latin1'));
+
+function isTextKey(buf: Buffer, start: number, end: number): boolean {
+  const length = end - start;
+  for (const key of TEXT_KEYS) {
+    if (key.length !== length) continue;
+    let i = 0;
+    while (i < length && buf[start + i] === key[i]) i++;
+    if (i === length) return true;
+  }
+  return false;
+}
+
+function isBlank(b: number): boolean {
+  return b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
+}
+
+/**
+ * Count the text strings of the delta object opening at `open` (nested ones too: a tool call's
+ * arguments), skipping every other value. Returns the index just past the object, or `end`.
+ */
+export function countDeltaText(buf: Buffer, open: number, end: number, text: TextCounts): number {
+  let depth = 0;
+  let i = open;
+  while (i < end) {
+    const b = buf[i] as number;
+    if (b === QUOTE) {
+      const keyStart = i + 1;
+      let close = keyStart;
+      while (close < end && buf[close] !== QUOTE) close += buf[close] === BACKSLASH ? 2 : 1;
+      if (close >= end) return end;
+      i = close + 1;
+      while (i < end && isBlank(buf[i] as number)) i++;
+      if (buf[i] !== COLON) continue; // a value, not a key
+      i++;
+      while (i < end && isBlank(buf[i] as number)) i++;
+      if (buf[i] === QUOTE && isTextKey(buf, keyStart, close)) i = text.addJsonString(buf, i + 1, end);
+      continue;
+    }
+    if (b === OPEN || b === OPEN_ARRAY) depth++;
+    else if ((b === CLOSE || b === CLOSE_ARRAY) && --depth === 0) return i + 1;
+    i++;
+  }
+  return end;
+}
