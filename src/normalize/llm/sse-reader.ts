@@ -57,6 +57,15 @@ function bytesAre(buf: Buffer, start: number, end: number, literal: Buffer): boo
   return true;
 }
 
+/** The last `"usage"` key in `buf[from, end)`, by a byte loop (for the few bytes after a delta), or -1. */
+function lastUsageIn(buf: Buffer, from: number, end: number): number {
+  let last = -1;
+  for (let i = Math.max(from, 1); i + USAGE.length <= end; i++) {
+    if (buf[i] === 0x75 && buf[i - 1] === QUOTE && bytesAre(buf, i, i + USAGE.length, USAGE)) last = i;
+  }
+  return last;
+}
+
 /** What a typed event is read for. */
 const enum Typed {
   /** Not typed, or of a type not known here: the generic reading (usage, model, deltas). */
@@ -181,19 +190,18 @@ export class SseReader {
       return;
     }
     const epoch = this.epoch;
-    const u = this.lastUsage(buf, p, end);
-    if (u !== -1) {
-      const v = valueAfterKey(buf, u + USAGE.length, end);
-      if (v !== -1 && buf[v] === OPEN) {
-        this.usageEvent(buf.toString('utf8', p, end));
-        return;
-      }
-    }
     if (this.draft.model === null && this.modelLines < MODEL_LINES) {
       this.modelLines++;
       if (this.model.find(buf, epoch, p, end) !== -1) this.draft.takeModel(firstStringOf(buf, MODEL_KEY, p, end, MAX_MODEL_LENGTH));
     }
-    this.deltas(buf, p, end, false);
+    // Every API read here puts `usage` after the deltas of an event: a line with a delta is searched
+    // for it only past its last delta (a short scan), which spares a search of the whole line.
+    const afterDeltas = this.deltas(buf, p, end, false);
+    const u = afterDeltas === -1 ? this.lastUsage(buf, p, end) : lastUsageIn(buf, afterDeltas, end);
+    if (u !== -1) {
+      const v = valueAfterKey(buf, u + USAGE.length, end);
+      if (v !== -1 && buf[v] === OPEN) this.usageEvent(buf.toString('utf8', p, end));
+    }
   }
 
   /**
@@ -236,32 +244,40 @@ export class SseReader {
     return Typed.Skip;
   }
 
-  /** Count the text under each `"delta"` key of the line (only the first when `one`: a typed event has one). */
-  private deltas(buf: Buffer, from: number, end: number, one: boolean): void {
+  /**
+   * Count the text under each `"delta"` key of the line (only the first when `one`: a typed event has
+   * one). Returns the index just past the last delta, or -1 when the line has none.
+   */
+  private deltas(buf: Buffer, from: number, end: number, one: boolean): number {
     if (!one && end + 2 >= buf.length) {
       // A chunk of one choice (`"choices":[{"index":0,"delta":…}]`): its last delta is its only one.
       const d = buf.lastIndexOf(DELTA, end - DELTA.length);
       const quote = d - 1;
       if (quote - FIRST_CHOICE.length >= from && buf[quote] === QUOTE && bytesAre(buf, quote - FIRST_CHOICE.length, quote, FIRST_CHOICE)) {
-        this.deltaAt(buf, d, end);
-        return;
+        return this.deltaAt(buf, d, end);
       }
     }
+    let last = -1;
     for (let d = this.delta.find(buf, this.epoch, from, end); d !== -1; d = this.delta.find(buf, this.epoch, d + 1, end)) {
-      if (this.deltaAt(buf, d, end) && one) return;
+      const after = this.deltaAt(buf, d, end);
+      if (after === -1) continue;
+      last = after;
+      if (one) break;
     }
+    return last;
   }
 
-  /** Count the text of the `delta"` found at `d`; false when it is not a `"delta"` key with text or an object. */
-  private deltaAt(buf: Buffer, d: number, end: number): boolean {
-    if (buf[d - 1] !== QUOTE) return false;
+  /** Count the text of the `delta"` found at `d`: the index past its value, or -1 when it is not a `"delta"` key with text or an object. */
+  private deltaAt(buf: Buffer, d: number, end: number): number {
+    if (buf[d - 1] !== QUOTE) return -1;
     const v = valueAfterKey(buf, d + DELTA.length, end);
-    if (v === -1) return false;
-    if (buf[v] === OPEN) countDeltaText(buf, v, end, this.draft.text);
-    else if (buf[v] === QUOTE) this.draft.text.addJsonString(buf, v + 1, end);
-    else return false;
+    if (v === -1) return -1;
+    let after: number;
+    if (buf[v] === OPEN) after = countDeltaText(buf, v, end, this.draft.text);
+    else if (buf[v] === QUOTE) after = this.draft.text.addJsonString(buf, v + 1, end);
+    else return -1;
     this.draft.generation = true;
-    return true;
+    return after;
   }
 
   /** One event that carries a `usage` object: the last of a chat stream, `response.completed`, `message_start`, `message_delta`. */
