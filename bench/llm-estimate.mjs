@@ -68,7 +68,8 @@ function moStrings(file) {
   return out;
 }
 const src = files(join(REPO, 'src'), /\.ts$/).map(read).join('\n');
-const python = [...files('/usr/lib/python3.13/json', /\.py$/), ...files('/usr/lib/python3.13/http', /\.py$/)].map(read).join('\n');
+const pyLib = existsSync('/usr/lib') ? readdirSync('/usr/lib').filter((d) => /^python3\.\d+$/.test(d)).sort().pop() : undefined;
+const python = pyLib === undefined ? '' : [...files(`/usr/lib/${pyLib}/json`, /\.py$/), ...files(`/usr/lib/${pyLib}/http`, /\.py$/)].map(read).join('\n');
 const packages = files(join(REPO, 'node_modules'), /^[^/@]+\/package\.json$/).slice(0, 400).map(read).join('\n');
 const samples = {
   english: [...pieces(existsSync('/usr/share/common-licenses/GPL-3') ? read('/usr/share/common-licenses/GPL-3') : '', 1500, 20), ...pieces(rustByExample('en', false), 1500, 20)],

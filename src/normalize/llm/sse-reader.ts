@@ -27,10 +27,19 @@ const QUOTE = 0x22;
 const OPEN = 0x7b;
 const PREFIX = 'data:'.length;
 
-/** Key names without their opening quote (the byte before a hit is checked to be one). */
+/**
+ * Key names without their opening quote (the byte before a hit is checked to be one), for the native
+ * search; their lengths as constants, and the literals compared byte by byte in JS as plain arrays:
+ * reading a Buffer's `length` in a loop costs more than the loop (bench/README.md "LLM usage").
+ */
 const USAGE = Buffer.from('usage"', 'latin1');
 const MODEL = Buffer.from('model"', 'latin1');
 const DELTA = Buffer.from('delta"', 'latin1');
+const KEY_LENGTH = 6; // each of the three above
+
+function bytes(text: string): readonly number[] {
+  return Array.from(Buffer.from(text, 'latin1'));
+}
 const MODEL_KEY = jsonKey('model');
 /** The model is named in a stream's first event (every event, in Chat Completions): looked for in this many. */
 const MODEL_LINES = 8;
@@ -40,30 +49,21 @@ const MODEL_LINES = 8;
  * of each type can carry is known, so most are read without a search: a text delta has no usage, and
  * the events that repeat the whole output (`response.output_item.done`, …) carry nothing to read.
  */
-const TYPE_PREFIX = Buffer.from('{"type":"', 'latin1');
-const ANTHROPIC_TEXT_EVENT = Buffer.from('content_block_delta', 'latin1');
-const ANTHROPIC_USAGE_EVENTS = [Buffer.from('message_start', 'latin1'), Buffer.from('message_delta', 'latin1')];
-const RESPONSES_PREFIX = Buffer.from('response.', 'latin1');
-const RESPONSES_USAGE_EVENTS = ['completed', 'incomplete', 'failed', 'created', 'in_progress'].map((t) => Buffer.from(`response.${t}`, 'latin1'));
-const DELTA_SUFFIX = Buffer.from('.delta', 'latin1');
+const TYPE_PREFIX = bytes('{"type":"');
+const ANTHROPIC_TEXT_EVENT = bytes('content_block_delta');
+const ANTHROPIC_USAGE_EVENTS = [bytes('message_start'), bytes('message_delta')];
+const RESPONSES_PREFIX = bytes('response.');
+const RESPONSES_USAGE_EVENTS = ['completed', 'incomplete', 'failed', 'created', 'in_progress'].map((t) => bytes(`response.${t}`));
+const DELTA_SUFFIX = bytes('.delta');
 const MAX_TYPE = 96;
 /** What precedes the delta of a Chat Completions chunk's first choice. */
-const FIRST_CHOICE = Buffer.from('{"index":0,', 'latin1');
+const FIRST_CHOICE = bytes('{"index":0,');
 
 /** `buf[start, end)` is exactly `literal`. */
-function bytesAre(buf: Buffer, start: number, end: number, literal: Buffer): boolean {
+function bytesAre(buf: Buffer, start: number, end: number, literal: readonly number[]): boolean {
   if (end - start !== literal.length) return false;
   for (let i = 0; i < literal.length; i++) if (buf[start + i] !== literal[i]) return false;
   return true;
-}
-
-/** The last `"usage"` key in `buf[from, end)`, by a byte loop (for the few bytes after a delta), or -1. */
-function lastUsageIn(buf: Buffer, from: number, end: number): number {
-  let last = -1;
-  for (let i = Math.max(from, 1); i + USAGE.length <= end; i++) {
-    if (buf[i] === 0x75 && buf[i - 1] === QUOTE && bytesAre(buf, i, i + USAGE.length, USAGE)) last = i;
-  }
-  return last;
 }
 
 /** What a typed event is read for. */
@@ -93,7 +93,7 @@ class Needle {
       this.from = from;
       this.at = buf.indexOf(this.bytes, from);
     }
-    return this.at !== -1 && this.at + this.bytes.length <= end ? this.at : -1;
+    return this.at !== -1 && this.at + KEY_LENGTH <= end ? this.at : -1;
   }
 }
 
@@ -197,30 +197,34 @@ export class SseReader {
     // Every API read here puts `usage` after the deltas of an event: a line with a delta is searched
     // for it only past its last delta (a short scan), which spares a search of the whole line.
     const afterDeltas = this.deltas(buf, p, end, false);
-    const u = afterDeltas === -1 ? this.lastUsage(buf, p, end) : lastUsageIn(buf, afterDeltas, end);
+    const u = afterDeltas === -1 ? this.lastUsage(buf, p, end) : this.usageFrom(buf, afterDeltas, end);
     if (u !== -1) {
-      const v = valueAfterKey(buf, u + USAGE.length, end);
+      const v = valueAfterKey(buf, u + KEY_LENGTH, end);
       if (v !== -1 && buf[v] === OPEN) this.usageEvent(buf.toString('utf8', p, end));
     }
   }
 
   /**
-   * Where the line's `"usage"` key is (the last, should a line hold more), or -1. A line that ends its
-   * buffer (one event a chunk, as providers write) is searched from its end, where Chat Completions
-   * chunks carry `"usage"`; a line among others, forwards (remembered per buffer: the search stays linear).
+   * Where the line's `"usage"` key is (an event has one), or -1. A line that ends its buffer (one event
+   * a chunk, as providers write) is searched from its end, where Chat Completions chunks carry
+   * `"usage"`; a line among others, forwards (remembered per buffer: the search stays linear).
    */
   private lastUsage(buf: Buffer, p: number, end: number): number {
     if (end + 2 >= buf.length) {
-      for (let at = buf.lastIndexOf(USAGE, end - USAGE.length); at >= p; at = at === 0 ? -1 : buf.lastIndexOf(USAGE, at - 1)) {
+      for (let at = buf.lastIndexOf(USAGE, end - KEY_LENGTH); at >= p; at = at === 0 ? -1 : buf.lastIndexOf(USAGE, at - 1)) {
         if (buf[at - 1] === QUOTE) return at;
       }
       return -1;
     }
-    let last = -1;
-    for (let at = this.usage.find(buf, this.epoch, p, end); at !== -1; at = this.usage.find(buf, this.epoch, at + 1, end)) {
-      if (buf[at - 1] === QUOTE) last = at;
+    return this.usageFrom(buf, p, end);
+  }
+
+  /** The first `"usage"` key in `buf[from, end)`, searched forwards, or -1 (an event has one). */
+  private usageFrom(buf: Buffer, from: number, end: number): number {
+    for (let at = this.usage.find(buf, this.epoch, from, end); at !== -1; at = this.usage.find(buf, this.epoch, at + 1, end)) {
+      if (buf[at - 1] === QUOTE) return at;
     }
-    return last;
+    return -1;
   }
 
   /** Where the `"type"` value of a typed event ends (its closing quote), or -1 when the line is not one. */
@@ -251,7 +255,7 @@ export class SseReader {
   private deltas(buf: Buffer, from: number, end: number, one: boolean): number {
     if (!one && end + 2 >= buf.length) {
       // A chunk of one choice (`"choices":[{"index":0,"delta":…}]`): its last delta is its only one.
-      const d = buf.lastIndexOf(DELTA, end - DELTA.length);
+      const d = buf.lastIndexOf(DELTA, end - KEY_LENGTH);
       const quote = d - 1;
       if (quote - FIRST_CHOICE.length >= from && buf[quote] === QUOTE && bytesAre(buf, quote - FIRST_CHOICE.length, quote, FIRST_CHOICE)) {
         return this.deltaAt(buf, d, end);
@@ -270,7 +274,7 @@ export class SseReader {
   /** Count the text of the `delta"` found at `d`: the index past its value, or -1 when it is not a `"delta"` key with text or an object. */
   private deltaAt(buf: Buffer, d: number, end: number): number {
     if (buf[d - 1] !== QUOTE) return -1;
-    const v = valueAfterKey(buf, d + DELTA.length, end);
+    const v = valueAfterKey(buf, d + KEY_LENGTH, end);
     if (v === -1) return -1;
     let after: number;
     if (buf[v] === OPEN) after = countDeltaText(buf, v, end, this.draft.text);

@@ -173,7 +173,7 @@ const COLON = 0x3a;
  * The keys whose string values are generated text inside a stream's delta object: Chat Completions
  * `content`, `refusal`, `tool_calls[].function.arguments`; Anthropic `text`, `partial_json`, `thinking`.
  */
-const TEXT_KEYS = ['content', 'refusal', 'arguments', 'text', 'partial_json', 'thinking'].map((k) => Buffer.from(k, 'latin1'));
+const TEXT_KEYS: ReadonlyArray<readonly number[]> = ['content', 'refusal', 'arguments', 'text', 'partial_json', 'thinking'].map((k) => Array.from(Buffer.from(k, 'latin1')));
 
 function isTextKey(buf: Buffer, start: number, end: number): boolean {
   const length = end - start;

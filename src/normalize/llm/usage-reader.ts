@@ -1,6 +1,6 @@
 /**
- * The usage of one LLM exchange, read from its bytes as the connector relays them (docs/llm.md "How
- * usage is read"). The reader is an `ExchangeTap`: every method returns at once, never throws and keeps
+ * The usage of one LLM exchange, read from its bytes as the connector relays them
+ * (docs/llm.md "How usage is read"). The reader is an `ExchangeTap`: every method returns at once, never throws and keeps
  * no chunk it is shown (the parts it needs are copied). Which body reader runs is decided by the
  * response's status, content type and content encoding; a compressed body is decoded beside the relay
  * by node:zlib, whose output arrives later, so `result()` settles once the decoder is done.
