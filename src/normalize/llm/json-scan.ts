@@ -1,7 +1,8 @@
 /**
- * Byte-level look-ups in JSON text that spare parsing what is not needed (docs/llm.md "How usage is
- * read"): where a key's value starts, where an object ends, a short string value. A key is searched
- * with its quotes, which never matches inside a JSON string (a quote there is escaped).
+ * Byte-level look-ups in JSON text that spare parsing what is not needed
+ * (docs/llm.md "How usage is read"): where a key's value starts, where an object ends, a short string
+ * value. A key is searched with its quotes, which never matches inside a JSON string (a quote there is
+ * escaped).
  */
 
 const SPACE = 0x20;

@@ -1,7 +1,7 @@
 /**
  * What the body readers gather while a response passes (the usage fields found so far, the counts of
- * generated text), and how it becomes the one `UsageReading` of the exchange (docs/llm.md "How usage is
- * read"). The provider shapes of `usage` are read here, for streams and JSON bodies alike.
+ * generated text), and how it becomes the one `UsageReading` of the exchange
+ * (docs/llm.md "How usage is read"). The provider shapes of `usage` are read here, for streams and JSON bodies alike.
  */
 import type { LlmFormat, LlmUsage, UsageReading } from '../../core/llm.js';
 import type { PriceTable } from './prices.js';

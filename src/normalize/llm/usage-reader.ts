@@ -1,6 +1,6 @@
 /**
- * The usage of one LLM exchange, read from its bytes as the connector relays them (docs/llm.md "How
- * usage is read"). The reader is an `ExchangeTap`: every method returns at once, never throws and keeps
+ * The usage of one LLM exchange, read from its bytes as the connector relays them
+ * (docs/llm.md "How usage is read"). The reader is an `ExchangeTap`: every method returns at once, never throws and keeps
  * no chunk it is shown (the parts it needs are copied). Which body reader runs is decided by the
  * response's status, content type and content encoding; a compressed body is decoded beside the relay
  * by node:zlib, whose output arrives later, so `result()` settles once the decoder is done.
@@ -25,6 +25,9 @@ export interface UsageReader extends ExchangeTap {
 export const MAX_REQUEST_SCAN = 64 * 1024;
 /** The most bytes a compressed body is decoded to (a stream's reader keeps only a line of them). */
 export const MAX_DECODED_BYTES = 64 * 1024 * 1024;
+
+/** Compressed bytes handed to zlib at a time (see `compressed`). */
+export const DECODE_BATCH = 16 * 1024;
 
 const MODEL = jsonKey('model');
 const ZLIB_HEADER = 0x78;
@@ -69,6 +72,8 @@ class Reader implements UsageReader {
   private requestDone = false;
   private requestModelName: string | null = null;
   private decodeFailed = false;
+  private batch: Buffer | null = null;
+  private batchLength = 0;
   private decoderClosed = false;
   /** `end(complete)` came while the decoder still ran: finish when it closes. */
   private endPending: boolean | null = null;
@@ -162,7 +167,7 @@ class Reader implements UsageReader {
     if (body === null || this.ended || chunk.length === 0) return;
     try {
       if (this.encoding === null) body.data(chunk);
-      else if (!this.decodeFailed) (this.decoder ?? this.openDecoder(chunk)).write(Buffer.from(chunk)); // zlib keeps what it is given until it runs
+      else if (!this.decodeFailed) this.compressed(chunk);
     } catch {
       this.giveUp();
     }
@@ -173,6 +178,7 @@ class Reader implements UsageReader {
     this.ended = true;
     try {
       if (!this.started) this.draft.fail('cut');
+      this.flushBatch();
       if (this.decoder === null || this.decoderClosed) {
         this.finish(complete);
         return;
@@ -183,6 +189,32 @@ class Reader implements UsageReader {
       this.giveUp();
       this.finish(complete);
     }
+  }
+
+  /**
+   * Compressed bytes are gathered into DECODE_BATCH pieces before zlib sees them: each write is a job on
+   * libuv's thread pool, which would cost more than reading the bytes when a stream comes in small
+   * chunks. The decoded text is only needed at the end, so nothing waits for it.
+   */
+  private compressed(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      this.batch ??= Buffer.allocUnsafe(DECODE_BATCH);
+      const n = chunk.copy(this.batch, this.batchLength, at);
+      this.batchLength += n;
+      at += n;
+      if (this.batchLength === DECODE_BATCH) this.flushBatch();
+    }
+  }
+
+  /** Hand the gathered bytes to the decoder (it keeps the buffer until it runs: a new one is taken next). */
+  private flushBatch(): void {
+    const batch = this.batch;
+    if (batch === null || this.batchLength === 0 || this.decodeFailed) return;
+    const bytes = batch.subarray(0, this.batchLength);
+    this.batch = null;
+    this.batchLength = 0;
+    (this.decoder ?? this.openDecoder(bytes)).write(bytes);
   }
 
   private openDecoder(first: Buffer): zlib.Gunzip | zlib.BrotliDecompress | zlib.Inflate | zlib.InflateRaw {
@@ -244,6 +276,7 @@ class Reader implements UsageReader {
     }
     this.request = null;
     this.decoder = null;
+    this.batch = null;
     this.settle(reading);
   }
 }
