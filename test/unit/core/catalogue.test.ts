@@ -1,4 +1,5 @@
 import t from 'tap';
+import { USAGE_REASONS } from '../../../src/normalize/llm/usage-draft.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -130,8 +131,11 @@ scan(reasons, /\brefuse\s*=\s*'([a-z][a-z0-9_]*)'/);
 // The approval queue's `denied(id, 'approval_timeout', …)`.
 scan(reasons, /\bdenied\([^,()]+,\s*'([a-z][a-z0-9_]*)'/);
 
+/** Why an LLM response's usage could not be read: outcome `usage_unread` codes, catalogued on their own (docs/llm.md "Reason codes"). */
+const USAGE_UNREAD: ReadonlySet<string> = new Set(USAGE_REASONS);
+
 t.test('every reason in src is catalogued', async (t) => {
-  const known = (r: string): boolean => Object.hasOwn(REPLY_REASONS, r) || Object.hasOwn(AUDIT_ONLY_REASONS, r) || INTERNAL_REASONS.has(r);
+  const known = (r: string): boolean => Object.hasOwn(REPLY_REASONS, r) || Object.hasOwn(AUDIT_ONLY_REASONS, r) || INTERNAL_REASONS.has(r) || USAGE_UNREAD.has(r);
   t.strictSame(listed(reasons, (r) => !known(r)), [], 'reasons missing from REPLY_REASONS / AUDIT_ONLY_REASONS (src/core/reasons.ts)');
 });
 
