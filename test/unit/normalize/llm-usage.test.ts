@@ -178,6 +178,8 @@ t.test('a cut exchange counts what was read', async (t) => {
   const r = createUsageReader('openai', prices);
   r.end(false);
   t.same(await r.result(), { usage: null, reason: 'cut' }, 'cut before the response started');
+  t.same(await read({ format: 'openai', body: Buffer.alloc(0), complete: false }), { usage: null, reason: 'cut' }, 'a stream cut before its first byte');
+  t.same(await read({ format: 'openai', body: Buffer.from(': keep-alive\n\n'), complete: true }), { usage: null, reason: 'not_generation' }, 'a stream that ended with nothing in it');
   const whole = await read({ format: 'openai', body: chat, complete: false });
   t.same(whole, { usage: helloUsage, reason: null }, 'cut after the usage chunk: the usage');
 });
