@@ -111,7 +111,10 @@ const cases = [
   ['Anthropic stream', 'anthropic', anthropicStream(500), SSE_HEADERS],
   ['chat JSON body, 16 KiB', 'openai', chatJson(16 * 1024), JSON_HEADERS],
 ];
-const gz = gzipSync(Buffer.concat(chatStream(500, true)));
+const joined = Buffer.concat(chatStream(500, true));
+const eightEvents = Array.from({ length: 63 }, (_, i) => joined.subarray(Math.floor((i * joined.length) / 63), Math.floor(((i + 1) * joined.length) / 63)));
+cases.push(['chat stream, ~8 events a chunk (cut anywhere)', 'openai', eightEvents, SSE_HEADERS]);
+const gz = gzipSync(joined);
 const gzChunks = Array.from({ length: 500 }, (_, i) => gz.subarray(Math.floor((i * gz.length) / 500), Math.floor(((i + 1) * gz.length) / 500)));
 cases.push(['chat stream, gzip (500 chunks)', 'openai', gzChunks, { ...SSE_HEADERS, 'content-encoding': 'gzip' }]);
 
