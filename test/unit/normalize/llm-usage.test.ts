@@ -122,6 +122,18 @@ t.test('Anthropic Messages: JSON body, and message_start + message_delta in a st
   await sameInEveryChunking(t, { format: 'anthropic', body: Buffer.from(anthropicSse(claude)) }, { usage: claudeUsage, reason: null });
 });
 
+t.test('Anthropic message_delta: cumulative counts replace message_start\'s, absent or null ones do not', async (t) => {
+  const start = { type: 'message_start', message: { model: 'claude-haiku-4-5-20251001', usage: { input_tokens: 10, cache_read_input_tokens: 100, cache_creation_input_tokens: 20, output_tokens: 1 } } };
+  const stream = (usage: unknown): Buffer => Buffer.from(`event: message_start\ndata: ${JSON.stringify(start)}\n\nevent: message_delta\ndata: ${JSON.stringify({ type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage })}\n\n`);
+  const counts = async (usage: unknown): Promise<unknown> => {
+    const u = (await read({ format: 'anthropic', body: stream(usage) })).usage;
+    return u && [u.inputTokens, u.cachedInputTokens, u.cacheWriteTokens, u.outputTokens];
+  };
+  t.same(await counts({ output_tokens: 50 }), [130, 100, 20, 50], 'output only (older API versions)');
+  t.same(await counts({ input_tokens: null, cache_read_input_tokens: null, output_tokens: 50 }), [130, 100, 20, 50], 'nulls keep message_start\'s');
+  t.same(await counts({ input_tokens: 12, cache_read_input_tokens: 100, cache_creation_input_tokens: 20, output_tokens: 50 }), [132, 100, 20, 50], 'cumulative counts replace them');
+});
+
 t.test('the samples of the providers\' documentation, verbatim (CRLF line ends, spaces after colons)', async (t) => {
   const anthropicDoc = [
     'event: message_start',
