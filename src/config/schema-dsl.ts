@@ -229,17 +229,28 @@ function integer(opts: { min?: number; max?: number } = {}): Schema<number> {
   });
 }
 
-/** A TOML integer or float above `exclusiveMin` (e.g. a price or a dollar amount). */
-function number(opts: { exclusiveMin?: number } = {}): Schema<number> {
-  const { exclusiveMin } = opts;
-  const expected = exclusiveMin !== undefined ? `a number > ${exclusiveMin}` : 'a number';
+/**
+ * A TOML integer or float (e.g. a price or a dollar amount): above `exclusiveMin`, within `min`..`max`;
+ * `unit` names what it counts in the error ("a number of USD per million tokens between 0 and 100000").
+ */
+function number(opts: { exclusiveMin?: number; min?: number; max?: number; unit?: string } = {}): Schema<number> {
+  const { exclusiveMin, min, max, unit } = opts;
+  const what = unit === undefined ? 'a number' : `a number of ${unit}`;
+  const range = min !== undefined && max !== undefined ? ` between ${min} and ${max}` : min !== undefined ? ` ≥ ${min}` : max !== undefined ? ` ≤ ${max}` : '';
+  const expected = `${what}${exclusiveMin !== undefined ? ` > ${exclusiveMin}` : ''}${range}`;
   return new Schema<number>({
     kind: 'number',
-    json: () => ({ type: 'number', ...(exclusiveMin !== undefined ? { exclusiveMinimum: exclusiveMin } : {}) }),
+    json: () => ({
+      type: 'number',
+      ...(exclusiveMin !== undefined ? { exclusiveMinimum: exclusiveMin } : {}),
+      ...(min !== undefined ? { minimum: min } : {}),
+      ...(max !== undefined ? { maximum: max } : {}),
+    }),
     parse: (value, path, ctx) => {
       const n = typeof value === 'bigint' ? Number(value) : value;
-      if (typeof n !== 'number' || !Number.isFinite(n) || (exclusiveMin !== undefined && !(n > exclusiveMin))) return typeIssue(ctx, path, expected, value);
-      return n;
+      const ok = typeof n === 'number' && Number.isFinite(n) && (exclusiveMin === undefined || n > exclusiveMin)
+        && (min === undefined || n >= min) && (max === undefined || n <= max);
+      return ok ? n : typeIssue(ctx, path, expected, value);
     },
   });
 }

@@ -3,30 +3,15 @@
  * operator's `prices_file` alike. Read with the config schema builder, so a mistake is reported as
  * `file:line:col: key: message` like every other configuration file.
  */
-import { Schema, s } from '../../config/schema-dsl.js';
+import { s, type Schema } from '../../config/schema-dsl.js';
 import type { Infer } from '../../config/schema-dsl.js';
 import { describeValue } from '../../config/values.js';
 
 /** The most a price may be, in USD per million tokens: a guard against a price typed per token. */
 export const MAX_USD_PER_MILLION = 100_000;
 
-/**
- * USD per million tokens: a TOML integer or float, 0 or more. The schema builder has integers only
- * (config keys are counts and durations), so this node pushes its issue into the same list itself.
- */
-function usdPerMillion(): Schema<number> {
-  const expected = `a number of USD per million tokens between 0 and ${MAX_USD_PER_MILLION}`;
-  return new Schema<number>({
-    kind: 'integer',
-    json: () => ({ type: 'number', minimum: 0, maximum: MAX_USD_PER_MILLION }),
-    parse: (value, path, ctx) => {
-      const n = typeof value === 'bigint' ? Number(value) : value;
-      if (typeof n === 'number' && Number.isFinite(n) && n >= 0 && n <= MAX_USD_PER_MILLION) return n;
-      ctx.issues.push({ path: [...path], kind: 'type', message: `expected ${expected}, got ${describeValue(value, true)}` });
-      return 0;
-    },
-  });
-}
+/** USD per million tokens: a TOML integer or float from 0 to MAX_USD_PER_MILLION (a price typed per token is caught by neither end). */
+const usdPerMillion = (): Schema<number> => s.number({ min: 0, max: MAX_USD_PER_MILLION, unit: 'USD per million tokens' });
 
 const MODEL_NAME = /^[a-z0-9][a-z0-9._:/-]*$/;
 

@@ -36,10 +36,6 @@ const USAGE = Buffer.from('usage"', 'latin1');
 const MODEL = Buffer.from('model"', 'latin1');
 const DELTA = Buffer.from('delta"', 'latin1');
 const KEY_LENGTH = 6; // each of the three above
-
-function bytes(text: string): readonly number[] {
-  return Array.from(Buffer.from(text, 'latin1'));
-}
 const MODEL_KEY = jsonKey('model');
 /** The model is named in a stream's first event (every event, in Chat Completions): looked for in this many. */
 const MODEL_LINES = 8;
@@ -58,6 +54,10 @@ const DELTA_SUFFIX = bytes('.delta');
 const MAX_TYPE = 96;
 /** What precedes the delta of a Chat Completions chunk's first choice. */
 const FIRST_CHOICE = bytes('{"index":0,');
+
+function bytes(text: string): readonly number[] {
+  return Array.from(Buffer.from(text, 'latin1'));
+}
 
 /** `buf[start, end)` is exactly `literal`. */
 function bytesAre(buf: Buffer, start: number, end: number, literal: readonly number[]): boolean {
@@ -84,14 +84,14 @@ class Needle {
   private epoch = -1;
   private from = 0;
   private at = -1;
-  constructor(readonly bytes: Buffer) {}
+  constructor(private readonly needle: Buffer) {}
 
   /** The first occurrence at or after `from` that ends before `end`, or -1. */
   find(buf: Buffer, epoch: number, from: number, end: number): number {
     if (epoch !== this.epoch || from < this.from || (this.at !== -1 && this.at < from)) {
       this.epoch = epoch;
       this.from = from;
-      this.at = buf.indexOf(this.bytes, from);
+      this.at = buf.indexOf(this.needle, from);
     }
     return this.at !== -1 && this.at + KEY_LENGTH <= end ? this.at : -1;
   }

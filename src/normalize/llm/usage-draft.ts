@@ -47,6 +47,8 @@ export class UsageDraft {
   cachedInputTokens = 0;
   cacheWriteTokens = 0;
   outputTokens = 0;
+  /** Anthropic's `input_tokens`: the input neither read from nor written to the cache. */
+  private anthropicInput = 0;
   /** The input counts came from a `usage` (else they are 0: input is not estimated). */
   hasInput = false;
   /** The output count came from a final `usage` (else it is estimated from `text`). */
@@ -104,13 +106,14 @@ export class UsageDraft {
     const write = count(u['cache_creation_input_tokens']);
     const output = count(u['output_tokens']);
     if (input === null || read === null || write === null || output === null) return false;
-    // message_delta repeats the input counts (cumulative) in newer API versions and leaves them out in older ones.
-    if (Object.hasOwn(u, 'input_tokens') || !this.hasInput) {
-      this.inputTokens = input + read + write;
-      this.cachedInputTokens = read;
-      this.cacheWriteTokens = write;
-      this.hasInput = this.hasInput || Object.hasOwn(u, 'input_tokens');
-    }
+    // message_delta repeats the input counts (cumulative) in newer API versions and leaves them out, or
+    // null, in older ones: a count only replaces what message_start said when it is there.
+    const given = (key: string): boolean => typeof u[key] === 'number';
+    if (given('input_tokens') || !this.hasInput) this.anthropicInput = input;
+    if (given('cache_read_input_tokens') || !this.hasInput) this.cachedInputTokens = read;
+    if (given('cache_creation_input_tokens') || !this.hasInput) this.cacheWriteTokens = write;
+    this.inputTokens = this.anthropicInput + this.cachedInputTokens + this.cacheWriteTokens;
+    this.hasInput = this.hasInput || given('input_tokens');
     if (final) {
       this.outputTokens = output;
       this.hasOutput = true;

@@ -270,6 +270,7 @@ class Reader implements UsageReader {
       if (this.decodeFailed && complete) this.draft.fail('decode_error');
       if (body instanceof SseReader) body.end();
       else if (body !== null) body.end(complete);
+      if (!complete && !this.draft.generation && this.draft.text.empty) this.draft.fail('cut'); // nothing came before the cut
       reading = this.draft.finish(this.prices, () => this.requestModelName);
     } catch {
       reading = { usage: null, reason: 'malformed' };

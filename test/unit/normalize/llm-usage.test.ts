@@ -122,6 +122,18 @@ t.test('Anthropic Messages: JSON body, and message_start + message_delta in a st
   await sameInEveryChunking(t, { format: 'anthropic', body: Buffer.from(anthropicSse(claude)) }, { usage: claudeUsage, reason: null });
 });
 
+t.test('Anthropic message_delta: cumulative counts replace message_start\'s, absent or null ones do not', async (t) => {
+  const start = { type: 'message_start', message: { model: 'claude-haiku-4-5-20251001', usage: { input_tokens: 10, cache_read_input_tokens: 100, cache_creation_input_tokens: 20, output_tokens: 1 } } };
+  const stream = (usage: unknown): Buffer => Buffer.from(`event: message_start\ndata: ${JSON.stringify(start)}\n\nevent: message_delta\ndata: ${JSON.stringify({ type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage })}\n\n`);
+  const counts = async (usage: unknown): Promise<unknown> => {
+    const u = (await read({ format: 'anthropic', body: stream(usage) })).usage;
+    return u && [u.inputTokens, u.cachedInputTokens, u.cacheWriteTokens, u.outputTokens];
+  };
+  t.same(await counts({ output_tokens: 50 }), [130, 100, 20, 50], 'output only (older API versions)');
+  t.same(await counts({ input_tokens: null, cache_read_input_tokens: null, output_tokens: 50 }), [130, 100, 20, 50], 'nulls keep message_start\'s');
+  t.same(await counts({ input_tokens: 12, cache_read_input_tokens: 100, cache_creation_input_tokens: 20, output_tokens: 50 }), [132, 100, 20, 50], 'cumulative counts replace them');
+});
+
 t.test('the samples of the providers\' documentation, verbatim (CRLF line ends, spaces after colons)', async (t) => {
   const anthropicDoc = [
     'event: message_start',
@@ -178,6 +190,8 @@ t.test('a cut exchange counts what was read', async (t) => {
   const r = createUsageReader('openai', prices);
   r.end(false);
   t.same(await r.result(), { usage: null, reason: 'cut' }, 'cut before the response started');
+  t.same(await read({ format: 'openai', body: Buffer.alloc(0), complete: false }), { usage: null, reason: 'cut' }, 'a stream cut before its first byte');
+  t.same(await read({ format: 'openai', body: Buffer.from(': keep-alive\n\n'), complete: true }), { usage: null, reason: 'not_generation' }, 'a stream that ended with nothing in it');
   const whole = await read({ format: 'openai', body: chat, complete: false });
   t.same(whole, { usage: helloUsage, reason: null }, 'cut after the usage chunk: the usage');
 });
@@ -241,4 +255,52 @@ t.test('the model: from the response, else the request body\'s top-level "model"
   const late = Buffer.concat([Buffer.from(`{"messages":[{"role":"user","content":"${'x'.repeat(MAX_REQUEST_SCAN)}"}],`), Buffer.from('"model":"gpt-4o"}')]);
   t.equal((await read({ format: 'openai', body: noModel, request: late })).usage?.model, null, 'past the first 64 KiB it is not looked for');
   t.equal((await read({ format: 'openai', body: noModel })).usage?.model, null, 'neither says');
+});
+
+t.test('tool calls, several choices, thinking: all generated text is counted for an estimate', async (t) => {
+  const args = '{"location":"Paris, France","unit":"celsius"}';
+  const base = { id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: 'gpt-4.1' };
+  const pieces = args.match(/.{1,5}/g) ?? [];
+  const toolStream = [
+    { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: null, tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '' } }] }, finish_reason: null }] },
+    ...pieces.map((p) => ({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: p } }] }, finish_reason: null }] })),
+  ].map((c) => `data: ${JSON.stringify(c)}\n\n`).join('') + 'data: [DONE]\n\n';
+  const tools = await read({ format: 'openai', body: Buffer.from(toolStream) });
+  const { TextCounts } = await import('../../../src/normalize/llm/text-counts.js');
+  const direct = new TextCounts();
+  direct.addText(args);
+  t.equal(tools.usage?.outputTokens, direct.estimateTokens(), 'the arguments of a streamed tool call, as if counted whole');
+  await sameInEveryChunking(t, { format: 'openai', body: Buffer.from(toolStream) }, tools);
+  const two = [0, 1].map((index) => ({ ...base, choices: [{ index, delta: { content: 'same words here' }, finish_reason: null }] }));
+  const twoChoices = await read({ format: 'openai', body: Buffer.from(`data: ${JSON.stringify({ ...base, choices: two.flatMap((c) => c.choices) })}\n\n`) });
+  const one = await read({ format: 'openai', body: Buffer.from(`data: ${JSON.stringify(two[0])}\n\n`) });
+  t.equal(twoChoices.usage?.outputTokens, 2 * (one.usage?.outputTokens ?? 0), 'n = 2: both choices are generated (and billed)');
+  const thinking = ['event: message_start', `data: ${JSON.stringify({ type: 'message_start', message: { model: 'claude-opus-4-5', usage: { input_tokens: 9, output_tokens: 1 } } })}`, '',
+    'event: content_block_delta', `data: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Let me think about the weather.' } })}`, '',
+    'event: content_block_delta', `data: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds' } })}`, '',
+    'event: content_block_delta', `data: ${JSON.stringify({ type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '{"city": "Paris"}' } })}`, '', ''].join('\n');
+  const cut = await read({ format: 'anthropic', body: Buffer.from(thinking), complete: false });
+  const expected = new TextCounts();
+  expected.addText('Let me think about the weather.');
+  expected.addText('{"city": "Paris"}');
+  t.same(cut.usage && [cut.usage.inputTokens, cut.usage.outputTokens, cut.usage.estimated], [9, expected.estimateTokens(), true], 'thinking and tool input count, a signature does not');
+});
+
+t.test('whatever the bytes, the tap never throws and the reading settles', async (t) => {
+  const random = prng(99);
+  const samples = [chatSse(hello, { includeUsage: true }), anthropicSse(claude), responsesSse(hello), chatJson(hello)].map((s) => Buffer.from(s));
+  let settled = 0;
+  const unknown: string[] = [];
+  for (let i = 0; i < 300; i++) {
+    const body = Buffer.from(samples[i % samples.length] as Buffer);
+    for (let k = 0; k < 20; k++) body[Math.floor(random() * body.length)] = Math.floor(random() * 256); // corrupt some bytes
+    const headers = [SSE, JSON_TYPE, { ...SSE, 'content-encoding': 'gzip' }, { ...JSON_TYPE, 'content-encoding': 'br' }][i % 4] as IncomingHttpHeaders;
+    for (const format of ['openai', 'anthropic'] as const) {
+      const reading = await read({ format, body, headers, request: body.subarray(0, 100), complete: random() < 0.8 }, randomCuts(body.length, random));
+      if (reading.usage === null && !(USAGE_REASONS as readonly string[]).includes(reading.reason)) unknown.push(reading.reason);
+      settled++;
+    }
+  }
+  t.equal(settled, 600, '600 corrupted exchanges read, none threw');
+  t.same(unknown, [], 'each gave a usage or a documented reason');
 });
