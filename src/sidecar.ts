@@ -337,7 +337,7 @@ export class Sidecar {
 }
 
 /**
- * The LLM usage ledger (docs/llm-budgets.md "Budgets"): shared through Redis when `[redis] url` is set;
+ * The LLM usage ledger (docs/llm.md "Budgets"): shared through Redis when `[redis] url` is set;
  * else in memory, with today's UTC day rebuilt from the audit log's outcome events, so a restart does
  * not reset a day's budget.
  */

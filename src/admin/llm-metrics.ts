@@ -1,5 +1,5 @@
 /**
- * LLM usage counters for `GET /metrics` (docs/llm-budgets.md "Metrics"): tokens by agent, model and kind,
+ * LLM usage counters for `GET /metrics` (docs/llm.md "Metrics"): tokens by agent, model and kind,
  * and cost by agent and model, added once per LLM call whose usage was read.
  *
  * Cardinality is bounded: agent ids and model names come from requests and responses, so each label keeps

@@ -143,6 +143,6 @@ export function formatRequestLine(d: DecisionEvent, o: OutcomeEvent): string {
   const cut = decision.lastIndexOf('  req=');
   const result = o.error === null ? String(o.status ?? '-') : `${o.error}${o.error_code === null ? '' : `(${o.error_code})`} ${o.status ?? '-'}`;
   const cred = o.credential_injected ? '  cred' : '';
-  // An LLM call's tokens and cost (docs/llm-budgets.md "firma usage"); "" for other requests.
+  // An LLM call's tokens and cost (docs/llm.md "firma usage"); "" for other requests.
   return `${decision.slice(0, cut)}  → ${result}  in=${o.bytes_in}B out=${o.bytes_out}B  ${o.duration_ms}ms${cred}${usageText(o)}${decision.slice(cut)}`;
 }

@@ -1,5 +1,5 @@
 /**
- * LLM usage read back from the audit log (docs/llm-budgets.md "firma usage"): the `usage` of every
+ * LLM usage read back from the audit log (docs/llm.md "firma usage"): the `usage` of every
  * outcome event, streamed file by file (rotated files first, in chain order) without holding a file
  * in memory. Lines that do not parse, and outcomes whose usage is null or absent, give nothing. Used by
  * `firma usage` and, without Redis, to rebuild today's budget totals at start.

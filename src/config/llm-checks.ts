@@ -1,5 +1,5 @@
 /**
- * `[llm]` with its `[[llm.hosts]]`, and `[[budgets]]` (docs/llm-budgets.md "Hosts", "Budgets"): the hosts
+ * `[llm]` with its `[[llm.hosts]]`, and `[[budgets]]` (docs/llm.md "Hosts", "Budgets"): the hosts
  * whose responses usage is read from, the price table, and the per-agent limits on tokens and dollars
  * per fixed UTC window. Duplicates across entries are errors, as for `[[mcp.servers]]`.
  */
@@ -54,14 +54,14 @@ export const llmSchema = s
       )
       .default([])
       .refine(duplicateLlmHost)
-      .describe('LLM API hosts besides the built-in ones: [[llm.hosts]] (docs/llm-budgets.md "Hosts").'),
+      .describe('LLM API hosts besides the built-in ones: [[llm.hosts]] (docs/llm.md "Hosts").'),
     prices_file: s
       .string()
       .default('')
       .transform((v, ctx) => (v === '' ? '' : resolveConfigRelativePath(v, ctx)))
       .describe('TOML table of per-model USD prices per million tokens; "" = the shipped, dated table.'),
   })
-  .describe('LLM usage: which hosts are LLM APIs and what their tokens cost (docs/llm-budgets.md).');
+  .describe('LLM usage: which hosts are LLM APIs and what their tokens cost (docs/llm.md).');
 
 /** `[[budgets]]` (firma-config.ts declares it as `budgets`). */
 export const budgetsSchema = s
@@ -83,7 +83,7 @@ export const budgetsSchema = s
   )
   .default([])
   .refine(duplicateBudget)
-  .describe('Per-agent limits on LLM tokens and cost: [[budgets]] (docs/llm-budgets.md "Budgets").');
+  .describe('Per-agent limits on LLM tokens and cost: [[budgets]] (docs/llm.md "Budgets").');
 
 /**
  * Where each `[[budgets]]` entry is written (`firma.toml:12`), for the refusal message; `budgets[i]`

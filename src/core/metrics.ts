@@ -18,7 +18,7 @@ export interface RequestMetrics {
    * method or "other"; the tool rule's glob, "(other)" or ""; docs/mcp.md "Metrics").
    */
   mcpCall?(server: string, method: string, tool: string, decision: string): void;
-  /** One LLM call's usage, once its response was read (docs/llm-budgets.md "Metrics"; labels bounded there). */
+  /** One LLM call's usage, once its response was read (docs/llm.md "Metrics"; labels bounded there). */
   llmUsage?(agentId: string, usage: LlmUsage): void;
   /** An LLM call whose response usage could not be read, by reason (a fixed set; docs/llm.md "Reason codes"). */
   llmUsageUnread?(reason: string): void;

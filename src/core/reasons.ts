@@ -87,7 +87,7 @@ export const REPLY_REASONS = Object.freeze({
   approval_capacity: { ...DENY_403, stages: ['approval'], meaning: '[approvals] max_pending requests are already waiting.' },
   shutdown: { ...DENY_403, stages: ['approval'], meaning: 'The sidecar is shutting down: held requests, and new ones that need approval, are denied.' },
 
-  // Budget (src/enforce/budget): an LLM call past the agent's [[budgets]] (docs/llm-budgets.md "Budgets").
+  // Budget (src/enforce/budget): an LLM call past the agent's [[budgets]] (docs/llm.md "Budgets").
   budget_exceeded: { stages: ['budget'], statuses: [429], decision: 'deny', delivery: 'json', meaning: 'The agent\'s LLM tokens or cost in a [[budgets]] window have reached its limit: refused before dispatch until the window ends. Sent with Retry-After (seconds to the window\'s end).' },
   shared_state_unavailable: { stages: ['budget'], statuses: [503], decision: 'deny', delivery: 'json', meaning: 'The shared LLM usage totals cannot be read (Redis unreachable, [redis] on_error = "deny") for a call a budget or a usage-reading policy applies to. Sent with Retry-After: 1.' },
 

@@ -33,7 +33,7 @@ export interface EnforcerOptions {
   readonly counters: ActionCounters;
   /** The approval stage; null: a request that needs approval is denied (`approval_required`). */
   readonly approvals?: ApprovalQueue | null;
-  /** The budget stage (docs/llm-budgets.md "Budgets"); null when no budget is set and no policy reads usage. */
+  /** The budget stage (docs/llm.md "Budgets"); null when no budget is set and no policy reads usage. */
   readonly budgets?: BudgetGate | null;
   readonly now?: () => number;
   /** Where an unexpected exception inside a stage is reported (the agent only sees `internal_error`). */
@@ -185,7 +185,7 @@ export class Enforcer {
   }
 
   /**
-   * Stage 2 with the agent's LLM usage when a budget or a policy needs it (docs/llm-budgets.md "Budgets"):
+   * Stage 2 with the agent's LLM usage when a budget or a policy needs it (docs/llm.md "Budgets"):
    * read once (one Redis round trip when shared), given to Cedar and to the budget check alike. Other
    * requests go straight to stage 2.
    */

@@ -1,5 +1,5 @@
 /**
- * Which hosts are LLM APIs and which response shape each speaks (docs/llm-budgets.md "Hosts"): the
+ * Which hosts are LLM APIs and which response shape each speaks (docs/llm.md "Hosts"): the
  * built-in api.openai.com and api.anthropic.com, plus `[[llm.hosts]]`, an entry for a built-in host
  * overriding it. Normalize sets the envelope's `llm` from it; the budget stage and the usage reader act
  * only on envelopes that carry one.

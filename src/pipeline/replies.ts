@@ -12,7 +12,7 @@ export function denyReply(d: Denied): SidecarReply {
     requestId: d.envelope.requestId,
     policyIds: d.policyIds,
     ...(d.status === 407 ? { headers: PROXY_AUTHENTICATE } : {}),
-    // A budget's window end, or 1 s for shared state that may be back (docs/llm-budgets.md "Budgets").
+    // A budget's window end, or 1 s for shared state that may be back (docs/llm.md "Budgets").
     ...(d.retryAfterS !== undefined ? { headers: { 'retry-after': String(d.retryAfterS) } } : {}),
     // On a declared MCP endpoint the agent's MCP client reads JSON-RPC (docs/mcp.md "Answers").
     ...(d.envelope.mcp !== null && d.envelope.mcp !== undefined

@@ -26,7 +26,7 @@ export interface DecisionRules {
   readonly mapping: MappingTable;
   /** `[[mcp.servers]]` (docs/mcp.md). */
   readonly mcp: McpTable;
-  /** The LLM API hosts, built-in and `[[llm.hosts]]` (docs/llm-budgets.md "Hosts"). */
+  /** The LLM API hosts, built-in and `[[llm.hosts]]` (docs/llm.md "Hosts"). */
   readonly llm: LlmHosts;
   /** What LLM tokens cost: `[llm] prices_file` over the shipped table (docs/llm.md "Prices"). */
   readonly prices: PriceTable;

@@ -1,5 +1,5 @@
 /**
- * The shared LLM usage ledger against a real redis-server (docs/llm-budgets.md "Budgets"): two ledgers
+ * The shared LLM usage ledger against a real redis-server (docs/llm.md "Budgets"): two ledgers
  * (two replicas) on one Redis see one total, exact under concurrent records; a new ledger (a restarted
  * replica) loses nothing; keys expire after their window; Redis down refuses (503) unless on_error = "local".
  */

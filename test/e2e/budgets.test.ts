@@ -1,5 +1,5 @@
 /**
- * Budgets through a running sidecar (docs/llm-budgets.md "Budgets"): without Redis, the day's usage is
+ * Budgets through a running sidecar (docs/llm.md "Budgets"): without Redis, the day's usage is
  * rebuilt from the audit log at start, so an agent that spent its budget before a restart is refused
  * (429 budget_exceeded, Retry-After, a rate-limit error the SDKs read) on its next LLM call; a host that
  * is no LLM API is not affected.

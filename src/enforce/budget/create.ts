@@ -4,7 +4,7 @@ import { RedisLedger, type RedisLedgerConfig } from './redis.js';
 import type { UsageLedger } from './types.js';
 
 /**
- * The usage ledger for `[redis]` (docs/llm-budgets.md "Budgets"): in memory when `url` is "" (the
+ * The usage ledger for `[redis]` (docs/llm.md "Budgets"): in memory when `url` is "" (the
  * composition root then rebuilds today's totals from the audit log), else shared through Redis.
  */
 export function createUsageLedger(redis: RedisLedgerConfig, log?: Logger): UsageLedger {

@@ -1,5 +1,5 @@
 /**
- * The budget stage (docs/llm-budgets.md "Budgets"): after stage 2 permits an LLM call (or asks for an
+ * The budget stage (docs/llm.md "Budgets"): after stage 2 permits an LLM call (or asks for an
  * approval), and again after an approval, an agent whose total in a window has reached one of its
  * budgets is refused with 429 `budget_exceeded` and a Retry-After of the seconds to that window's end.
  * A budget for the agent's id and every `"*"` budget apply, each with its own limit. The totals are read

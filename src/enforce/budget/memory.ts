@@ -1,5 +1,5 @@
 /**
- * Per-agent LLM usage per fixed UTC window, in this process (docs/llm-budgets.md "Budgets"): three
+ * Per-agent LLM usage per fixed UTC window, in this process (docs/llm.md "Budgets"): three
  * windows per agent, each reset when a call lands in a later window. Bounded by the agents active today:
  * once a day has passed, agents with nothing in it are dropped.
  */

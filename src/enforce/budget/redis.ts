@@ -1,5 +1,5 @@
 /**
- * Per-agent LLM usage shared by every replica through Redis (docs/llm-budgets.md "Budgets"). One hash per
+ * Per-agent LLM usage shared by every replica through Redis (docs/llm.md "Budgets"). One hash per
  * agent and window, `<key_prefix>:llm:<window>:<window start ms>:{<agent>}` with fields `tokens`
  * (HINCRBY) and `cost` (HINCRBYFLOAT), so concurrent records from any replica add up exactly; each
  * expires a minute after its window ends, so nothing is left behind. `{agent}` is a Redis Cluster hash

@@ -1,5 +1,5 @@
 /**
- * The per-agent LLM usage ledger's shapes (docs/llm-budgets.md "Budgets"): totals of tokens and dollars
+ * The per-agent LLM usage ledger's shapes (docs/llm.md "Budgets"): totals of tokens and dollars
  * per fixed UTC window, kept in memory or in Redis.
  */
 import type { LlmUsage } from '../../core/llm.js';

@@ -128,7 +128,7 @@ export function contextOf(set: PreparedSet, input: PolicyInput, derived: Derived
 
 /**
  * USD as a Cedar `decimal` literal: Cedar decimals have 4 fractional digits (and a range of ±9.2e14), so
- * the total is rounded to the nearest 1/100 cent (docs/llm-budgets.md "Policies on usage").
+ * the total is rounded to the nearest 1/100 cent (docs/llm.md "Policies on usage").
  */
 export function cedarDecimal(usd: number): string {
   const v = Number.isFinite(usd) ? Math.min(Math.max(usd, 0), 900_000_000_000_000) : 0;

@@ -55,7 +55,7 @@ export interface Plan {
   readonly whole: PreparedSet | null;
   readonly action: EntityUidJson;
   readonly actionEntity: EntityJson;
-  /** A group reads `context.llm_*`: the agent's usage totals must be read first (docs/llm-budgets.md "Policies on usage"). */
+  /** A group reads `context.llm_*`: the agent's usage totals must be read first (docs/llm.md "Policies on usage"). */
   readonly readsLlm: boolean;
 }
 

@@ -23,8 +23,8 @@ export interface PolicyInput {
   /** The MCP message (docs/mcp.md "Policies"); null off an MCP endpoint. */
   readonly mcp?: McpInput | null;
   /**
-   * The agent's LLM usage in the current UTC windows (`context.llm_*`, docs/llm-budgets.md "Policies on
-   * usage"); read only when a policy reads it, else null.
+   * The agent's LLM usage in the current UTC windows (`context.llm_*`; docs/llm.md
+   * "Policies on usage"); read only when a policy reads it, else null.
    */
   readonly llm?: UsageTotals | null;
 }

@@ -1,4 +1,4 @@
-/** `firma_llm_tokens_total` and `firma_llm_cost_usd_total` (docs/llm-budgets.md "Metrics"): kinds, cost, bounded labels. */
+/** `firma_llm_tokens_total` and `firma_llm_cost_usd_total` (docs/llm.md "Metrics"): kinds, cost, bounded labels. */
 import t from 'tap';
 import { Metrics } from '../../../src/admin/metrics.js';
 import { MAX_MODELS, modelLabel } from '../../../src/admin/llm-metrics.js';

@@ -1,5 +1,5 @@
 /**
- * LLM usage read back from audit files (docs/llm-budgets.md "firma usage"): rotated files included,
+ * LLM usage read back from audit files (docs/llm.md "firma usage"): rotated files included,
  * lines that do not parse skipped; `firma usage` totals with --since, --by and --agent; the budget
  * ledger rebuilt from today's events; `firma audit tail` showing tokens and cost.
  */

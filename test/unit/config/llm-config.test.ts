@@ -1,5 +1,5 @@
 /**
- * `[llm]`, `[[llm.hosts]]` and `[[budgets]]` (docs/llm-budgets.md "Hosts", "Budgets"): validated like the
+ * `[llm]`, `[[llm.hosts]]` and `[[budgets]]` (docs/llm.md "Hosts", "Budgets"): validated like the
  * rest of firma.toml, every issue with file:line:col and its key.
  */
 import t from 'tap';

@@ -1,5 +1,5 @@
 /**
- * The LLM usage ledger and the budget stage (docs/llm-budgets.md "Budgets", "Policies on usage"), without
+ * The LLM usage ledger and the budget stage (docs/llm.md "Budgets", "Policies on usage"), without
  * sockets: windows rolling at UTC boundaries with an injected clock, the rebuild from audit records, and
  * the Enforcer refusing (429, Retry-After) an LLM call past a budget, before a hold and after an approval.
  */

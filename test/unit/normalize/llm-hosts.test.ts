@@ -1,4 +1,4 @@
-/** Which hosts are LLM APIs (docs/llm-budgets.md "Hosts"): built-in, configured, overridden, by exact host and port. */
+/** Which hosts are LLM APIs (docs/llm.md "Hosts"): built-in, configured, overridden, by exact host and port. */
 import t from 'tap';
 import { parseConfigText } from '../../../src/config/index.js';
 import type { Target } from '../../../src/core/envelope.js';
