@@ -194,6 +194,9 @@ export class RequestPipeline {
    * checked against it (docs/llm.md "Budgets"); the reader settles within a turn of the response's end.
    */
   #finishedLlm(allowed: Allowed, outcome: DispatchOutcome, started: number, reader: UsageReader, snapshot: DecisionSnapshot): void {
+    // The connector ends the reader as the exchange ends; this second end (a no-op then) makes sure a
+    // dispatch that settled without it cannot leave the outcome unrecorded.
+    reader.end(false);
     void reader.result().then((reading) => {
       if (reading.usage !== null) snapshot.usage.record(allowed.envelope.agentId, reading.usage);
       this.#finished(allowed, outcome, started, reading);
