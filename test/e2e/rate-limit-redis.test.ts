@@ -110,6 +110,8 @@ t.test('shared buckets through a real redis-server', async (t) => {
   const deny: RedisLimitConfig = { url: server.url, key_prefix: prefix, on_error: 'deny', timeout_ms: TIMEOUT_MS };
   const local: RedisLimitConfig = { ...deny, on_error: 'local' };
   const buckets: BucketLimit[] = ['joint', 'reserve', 'outage', 'fallback'].map((b) => ({ bucket: b, rps: RPS, burst: BURST }));
+  // Refills once a second: a loaded machine cannot refill it between two calls of a test.
+  buckets.push({ bucket: 'slow', rps: 1, burst: BURST });
   const a = createRateLimiter(buckets, deny);
   const b = createRateLimiter(buckets, deny);
   const logLines: string[] = [];
@@ -150,17 +152,21 @@ t.test('shared buckets through a real redis-server', async (t) => {
   });
 
   await t.test('reservations: waits within the deadline, refusals at once', async (t) => {
-    // The bucket refills from the first grant (server clock, which runs after this local reading).
-    const firstGrant = performance.now();
-    for (let i = 0; i < BURST; i++) t.same(await a.acquire('reserve', performance.now() + 1), { ok: true, waitedMs: 0 });
-    const refused = await timed(b.acquire('reserve', performance.now() + 1));
+    // A refusal, on the bucket that refills once a second (from its first grant, on the server's clock,
+    // which runs after this local reading).
+    const slowFirst = performance.now();
+    for (let i = 0; i < BURST; i++) t.same(await a.acquire('slow', performance.now() + 1), { ok: true, waitedMs: 0 });
+    const refused = await timed(b.acquire('slow', performance.now() + 1));
     t.equal(refused.r.ok, false, 'no token on the other client either');
     if (!refused.r.ok) {
       t.equal(refused.r.reason, 'rate_limited');
-      // The next token is due 50 ms after the first grant; retryAfter counts from the refusal.
-      const due = firstGrant + 50 - performance.now();
-      t.ok(refused.r.retryAfterMs >= Math.floor(due) && refused.r.retryAfterMs <= 51, `retryAfter = time to the next token (${refused.r.retryAfterMs}, due in ${due.toFixed(1)})`);
+      // The next token is due 1 s after the first grant; retryAfter counts from the refusal.
+      const due = slowFirst + 1000 - performance.now();
+      t.ok(refused.r.retryAfterMs >= Math.floor(due) && refused.r.retryAfterMs <= 1001, `retryAfter = time to the next token (${refused.r.retryAfterMs}, due in ${due.toFixed(1)})`);
     }
+    // Waits, on the 20 rps bucket: emptied, then two waiters get the next two tokens in turn.
+    const firstGrant = performance.now();
+    for (let i = 0; i < BURST; i++) t.same(await a.acquire('reserve', performance.now() + 1), { ok: true, waitedMs: 0 });
     t.ok(refused.ms < 30, `refused without waiting (${refused.ms.toFixed(1)} ms)`);
     const grantedAt = async (lim: RateLimiter) => {
       const called = performance.now();
