@@ -44,9 +44,8 @@ process.on('exit', () => {
 });
 
 // One streamed completion as the OpenAI API sends it with stream_options.include_usage: a role chunk,
-// CHUNKS content chunks, a finish chunk, the usage chunk, [DONE]. Each event is its own write, so the
-// sidecar relays them one by one as it would a real stream. `?first` sends the first event, then the
-// rest 20 ms later (time to first chunk is measured on it).
+// CHUNKS content chunks, a finish chunk, the usage chunk, [DONE]. `?first` sends the first event, then
+// the rest 20 ms later (time to first chunk is measured on it).
 const ID = 'chatcmpl-bench';
 const event = (delta, extra = '') => `data: {"id":"${ID}","object":"chat.completion.chunk","created":1764800000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":${delta},"finish_reason":null}]${extra}}\n\n`;
 const EVENTS = [
@@ -58,20 +57,28 @@ const EVENTS = [
 ].map((e) => Buffer.from(e));
 const STREAM_BYTES = EVENTS.reduce((n, e) => n + e.length, 0);
 
+// One event per write, the next on the following turn of the event loop: as a provider streams tokens
+// (one event, one TCP segment), not coalesced into a few large chunks, which would hide the per-chunk cost.
+function writeFrom(res, i) {
+  if (res.destroyed) return;
+  if (i === EVENTS.length) {
+    res.end();
+    return;
+  }
+  res.write(EVENTS[i]);
+  setImmediate(writeFrom, res, i + 1);
+}
+
 function serve(req, res) {
   req.resume();
   req.on('end', () => {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     if (req.url.endsWith('?first')) {
       res.write(EVENTS[0]);
-      setTimeout(() => {
-        for (let i = 1; i < EVENTS.length; i++) res.write(EVENTS[i]);
-        res.end();
-      }, 20);
+      setTimeout(writeFrom, 20, res, 1);
       return;
     }
-    for (const e of EVENTS) res.write(e);
-    res.end();
+    writeFrom(res, 0);
   });
 }
 // Two listeners on one server: the sidecar reads usage on the first (declared) and not on the second.
