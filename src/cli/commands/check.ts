@@ -33,6 +33,7 @@ export function check(configFlag: string | undefined, requireEnv: boolean): void
   if (errors.length > 0 || config === null || rules === null) fail(errors.map(formatConfigIssue).join('\n'));
   process.stdout.write(
     `${config.source.path ?? '(built-in defaults)'}: ok — ${rules.mapping.ruleCount} mapping rules in ${rules.mapping.files.length} files, ` +
-      `${rules.policy.policyIds.length} policies (sha256 ${rules.policy.policyHash.slice(0, 12)}…)\n`,
+      `${rules.policy.policyIds.length} policies (sha256 ${rules.policy.policyHash.slice(0, 12)}…), ` +
+      `${rules.llm.hosts.length} LLM hosts, ${config.budgets.length} budgets, prices of ${rules.prices.size} models (${rules.prices.taken ?? 'undated'})\n`,
   );
 }
