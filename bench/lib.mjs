@@ -2,7 +2,8 @@
  * What the benches (run.mjs, soak.mjs) share: their command line, a few statistics, and readings of a
  * process from /proc. Linux only, like the benches.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -80,5 +81,34 @@ export function statusKb(pid, key) {
     return m === null ? null : Number(m[1]);
   } catch {
     return null;
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (closed again at once: the caller binds it next). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * `firma start --config <config>` of the built CLI from `cwd` (pinned to CPU 1 with `pin`, the load on
+ * CPU 0), with no proxy variables; resolves once the admin listener on `adminPort` answers /readyz 200.
+ */
+export async function startBuiltSidecar({ cli, config, cwd, adminPort, pin }) {
+  const argv = [cli, 'start', '--config', config];
+  const proc = spawn(...(pin ? ['taskset', ['-c', '1', process.execPath, ...argv]] : [process.execPath, argv]), {
+    cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, HTTP_PROXY: '', HTTPS_PROXY: '', http_proxy: '', https_proxy: '' },
+  });
+  for (let i = 0; ; i++) {
+    const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.arrayBuffer().then(() => r.status === 200), () => false);
+    if (ok) return proc;
+    if (i > 300 || proc.exitCode !== null) throw new Error('the sidecar did not become ready');
+    await sleep(50);
   }
 }

@@ -4,15 +4,14 @@
 // and the sidecar's CPU µs per call (docs/mcp.md). A benchmark: it asserts nothing.
 //
 //   npm run build && node bench/mcp.mjs [--seconds 5] [--concurrency 16]
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, ProxyAgent, request } from 'undici';
-import { CLK_TCK, canPin, cpuTicks, numberOption, quantile, readOptions, sleep } from './lib.mjs';
+import { CLK_TCK, canPin, cpuTicks, freePort, numberOption, quantile, readOptions, startBuiltSidecar } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.join(path.dirname(HERE), 'dist', 'cli', 'firma.js');
@@ -54,7 +53,6 @@ const upstream = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
 await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
 const upPort = upstream.address().port;
 
-const freePort = () => new Promise((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => r(port)); }); });
 const proxyPort = await freePort();
 const adminPort = await freePort();
 fs.writeFileSync(path.join(tmp, 'firma.toml'), `[sidecar]
@@ -83,15 +81,7 @@ name = "search"
 risk = "low"
 arguments = ["query"]
 `);
-sidecar = spawn(...(pin ? ['taskset', ['-c', '1', process.execPath, CLI, 'start', '--config', path.join(tmp, 'firma.toml')]] : [process.execPath, [CLI, 'start', '--config', path.join(tmp, 'firma.toml')]]), {
-  cwd: tmp, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, HTTP_PROXY: '', HTTPS_PROXY: '', http_proxy: '', https_proxy: '' },
-});
-for (let i = 0; ; i++) {
-  const ok = await request(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.body.text().then(() => r.statusCode === 200), () => false);
-  if (ok) break;
-  if (i > 300 || sidecar.exitCode !== null) throw new Error('the sidecar did not become ready');
-  await sleep(50);
-}
+sidecar = await startBuiltSidecar({ cli: CLI, config: path.join(tmp, 'firma.toml'), cwd: tmp, adminPort, pin });
 
 const call = (i, bytes) => JSON.stringify({
   jsonrpc: '2.0', id: i, method: 'tools/call',

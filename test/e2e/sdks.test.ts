@@ -8,8 +8,8 @@
  *     the README warns of).
  */
 import t from 'tap';
-import { execFile } from 'node:child_process';
-import { startTestSidecar, REPO } from '../helpers/sidecar.js';
+import { startTestSidecar } from '../helpers/sidecar.js';
+import { runAgentScript } from '../helpers/sdk-agent.js';
 import { fixture } from '../helpers/fixture.js';
 import { useUpstream } from '../helpers/upstream.js';
 import { upstreamPki } from '../helpers/pki.js';
@@ -49,34 +49,11 @@ mode = "basic"
 value_from_env = "FIRMA_SDK_ANTHROPIC_KEY"
 `, { rules: RULES }), (s) => s.stop());
 
-interface ScriptResult {
-  readonly code: number;
-  readonly out: Record<string, unknown>;
-  readonly stderr: string;
-}
-
 /**
  * Run an ES module in a fresh Node process from the repository (so `openai`, `@anthropic-ai/sdk` and
  * `undici` resolve), with the environment an agent container would have. It prints one JSON object.
  */
-function agentScript(source: string, env: NodeJS.ProcessEnv): Promise<ScriptResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--input-type=module', '-e', source], {
-      cwd: REPO,
-      env: { PATH: process.env['PATH'], ...env },
-      encoding: 'utf8',
-      timeout: 30_000,
-    }, (err, stdout, stderr) => {
-      let out: Record<string, unknown> = {};
-      try {
-        out = JSON.parse(stdout) as Record<string, unknown>;
-      } catch {
-        out = { unparsed: stdout };
-      }
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, out, stderr });
-    });
-  });
-}
+const agentScript = runAgentScript;
 
 /** The setup the README gives for Node agents: the SDK's fetch goes through EnvHttpProxyAgent. */
 const SETUP = `

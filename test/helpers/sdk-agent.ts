@@ -39,10 +39,15 @@ const sdkError = (e) => ({ name: e.constructor.name, status: e.status, message: 
 /** Run `body` after the setup in a fresh Node process with the agent's environment. */
 export function runSdkAgent(target: AgentTarget, body: string): Promise<AgentRun> {
   const source = (SETUP + body).replaceAll('OPENAI_PORT', String(target.openaiPort ?? 0)).replaceAll('ANTHROPIC_PORT', String(target.anthropicPort ?? 0));
+  return runAgentScript(source, { HTTPS_PROXY: target.proxyUrl, NODE_EXTRA_CA_CERTS: target.caPath });
+}
+
+/** An ES module run in a fresh Node process from the repository, with `env` (and PATH) only. */
+export function runAgentScript(source: string, env: NodeJS.ProcessEnv): Promise<AgentRun> {
   return new Promise((resolve) => {
     execFile(process.execPath, ['--input-type=module', '-e', source], {
       cwd: REPO,
-      env: { PATH: process.env['PATH'], HTTPS_PROXY: target.proxyUrl, NODE_EXTRA_CA_CERTS: target.caPath },
+      env: { PATH: process.env['PATH'], ...env },
       encoding: 'utf8',
       timeout: 30_000,
     }, (err, stdout, stderr) => {

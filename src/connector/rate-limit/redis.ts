@@ -20,14 +20,9 @@
  * bucket that expires once the bucket would be full again, so idle buckets leave nothing behind.
  */
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { createRedisClient } from '../../core/redis-client.js';
 
-/**
- * ioredis is loaded only when `[redis] url` is set: loaded at start it cost every sidecar that never talks
- * to Redis 17 MiB of idle RSS (120.1 → 103.4 MiB for `firma start`; README "Dependencies").
- */
-const loadIoredis = (): typeof import('ioredis') => createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
 import { FirmaError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { LocalRateLimiter } from './local.js';
@@ -128,23 +123,6 @@ export interface RedisRateLimiterDeps {
   readonly now?: () => number;
 }
 
-/** ioredis settings that make an unreachable or stalled Redis an error within `timeout_ms`, never a hang. */
-export function redisClientOptions(cfg: RedisLimitConfig): RedisOptions {
-  return {
-    // Fail at once while disconnected instead of queueing commands until Redis returns.
-    enableOfflineQueue: false,
-    // A command in flight when the connection drops is failed, not resent after the caller gave up.
-    maxRetriesPerRequest: 0,
-    autoResendUnfulfilledCommands: false,
-    // A connected but stalled server (paused, overloaded) is bounded per command.
-    commandTimeout: cfg.timeout_ms,
-    connectTimeout: Math.max(cfg.timeout_ms, 1000),
-    // Keep trying forever so shared limits come back by themselves; at most 1 s between attempts.
-    retryStrategy: (times: number) => Math.min(times * 100, 1000),
-    lazyConnect: false,
-  };
-}
-
 export class RedisRateLimiter implements RateLimiter {
   readonly #buckets = new Map<string, SharedBucket>();
   readonly #client: Redis;
@@ -172,7 +150,7 @@ export class RedisRateLimiter implements RateLimiter {
         sleepers: new SleepQueue(this.#now),
       });
     }
-    this.#client = new (loadIoredis().Redis)(cfg.url, redisClientOptions(cfg));
+    this.#client = createRedisClient(cfg.url, cfg.timeout_ms);
     // Without an 'error' listener ioredis prints every reconnect failure; state changes are logged once.
     this.#client.on('error', (err: Error) => this.#markDown(err));
     this.#client.on('close', () => this.#markDown(null));

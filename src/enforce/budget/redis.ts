@@ -9,15 +9,13 @@
  * Redis unreachable: `totals` answers null (the budget stage refuses, 503 `shared_state_unavailable`),
  * or with `on_error = "local"` this replica's own totals, which it keeps beside Redis for that case.
  */
-import { createRequire } from 'node:module';
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { createRedisClient } from '../../core/redis-client.js';
 import type { LlmUsage } from '../../core/llm.js';
 import type { Logger } from '../../core/log.js';
 import { MemoryLedger } from './memory.js';
 import { WINDOWS, WINDOW_MS, costOf, tokensOf, windowStart, type UsageLedger, type UsageTotals, type WindowTotal } from './types.js';
 
-/** ioredis is loaded only when `[redis] url` is set (as the rate limiter: 17 MiB of idle RSS otherwise). */
-const loadIoredis = (): typeof import('ioredis') => createRequire(import.meta.url)('ioredis') as typeof import('ioredis');
 
 /** Keys outlive their window by this much, so a replica whose clock lags a little still finds them. */
 const EXPIRY_GRACE_MS = 60_000;
@@ -27,22 +25,6 @@ export interface RedisLedgerConfig {
   readonly key_prefix: string;
   readonly on_error: 'deny' | 'local';
   readonly timeout_ms: number;
-}
-
-/**
- * The same client settings as the shared rate limit (connector/rate-limit/redis.ts; enforce may not
- * import the connector): an unreachable or stalled Redis is an error within `timeout_ms`, never a hang.
- */
-function clientOptions(cfg: RedisLedgerConfig): RedisOptions {
-  return {
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    autoResendUnfulfilledCommands: false,
-    commandTimeout: cfg.timeout_ms,
-    connectTimeout: Math.max(cfg.timeout_ms, 1000),
-    retryStrategy: (times: number) => Math.min(times * 100, 1000),
-    lazyConnect: false,
-  };
 }
 
 export class RedisLedger implements UsageLedger {
@@ -58,7 +40,7 @@ export class RedisLedger implements UsageLedger {
     this.#prefix = `${cfg.key_prefix}:llm`;
     this.#fallback = cfg.on_error === 'local' ? new MemoryLedger() : null;
     this.#log = log;
-    this.#client = new (loadIoredis().Redis)(cfg.url, clientOptions(cfg));
+    this.#client = createRedisClient(cfg.url, cfg.timeout_ms);
     this.#client.on('error', (err: Error) => this.#markDown(err));
     this.#client.on('close', () => this.#markDown(null));
     this.#client.on('ready', () => this.#markUp());
