@@ -33,3 +33,18 @@ export function redisClientOptions(timeoutMs: number): RedisOptions {
 export function createRedisClient(url: string, timeoutMs: number): Redis {
   return new (loadIoredis().Redis)(url, redisClientOptions(timeoutMs));
 }
+
+/** True once `client` is connected, false when it is not within `timeoutMs`. */
+export function redisReady(client: Redis, timeoutMs: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true);
+  return new Promise<boolean>((resolve) => {
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      resolve(ok);
+    };
+    const onReady = (): void => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    client.on('ready', onReady);
+  });
+}

@@ -21,7 +21,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { createRedisClient } from '../../core/redis-client.js';
+import { createRedisClient, redisReady } from '../../core/redis-client.js';
 
 import { FirmaError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
@@ -222,17 +222,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   /** True when Redis answers within max(timeout_ms, 1 s); until then on_error applies. */
   ready(): Promise<boolean> {
-    if (this.#client.status === 'ready') return Promise.resolve(true);
-    return new Promise<boolean>((resolve) => {
-      const done = (ok: boolean): void => {
-        clearTimeout(timer);
-        this.#client.off('ready', onReady);
-        resolve(ok);
-      };
-      const onReady = (): void => done(true);
-      const timer = setTimeout(() => done(false), this.#readyWaitMs);
-      this.#client.on('ready', onReady);
-    });
+    return redisReady(this.#client, this.#readyWaitMs);
   }
 
   /** True while the last connection attempt failed (for /readyz or metrics). */

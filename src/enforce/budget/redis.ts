@@ -10,7 +10,7 @@
  * or with `on_error = "local"` this replica's own totals, which it keeps beside Redis for that case.
  */
 import type { Redis } from 'ioredis';
-import { createRedisClient } from '../../core/redis-client.js';
+import { createRedisClient, redisReady } from '../../core/redis-client.js';
 import type { LlmUsage } from '../../core/llm.js';
 import type { Logger } from '../../core/log.js';
 import { MemoryLedger } from './memory.js';
@@ -98,17 +98,7 @@ export class RedisLedger implements UsageLedger {
 
   /** True when Redis answers within max(timeout_ms, 1 s). */
   ready(timeoutMs = 1000): Promise<boolean> {
-    if (this.#client.status === 'ready') return Promise.resolve(true);
-    return new Promise<boolean>((resolve) => {
-      const done = (ok: boolean): void => {
-        clearTimeout(timer);
-        this.#client.off('ready', onReady);
-        resolve(ok);
-      };
-      const onReady = (): void => done(true);
-      const timer = setTimeout(() => done(false), timeoutMs);
-      this.#client.on('ready', onReady);
-    });
+    return redisReady(this.#client, timeoutMs);
   }
 
   #markUp(): void {
