@@ -7,6 +7,7 @@ import { auditFileSet } from '../../audit/files.js';
 import { readUsageRecords, type AuditUsageRecord } from '../../audit/usage-records.js';
 import { readConfig } from '../read-config.js';
 import { fail, USAGE } from '../usage.js';
+import { groupedInteger } from '../../core/numbers.js';
 
 export interface UsageFlags {
   readonly config?: string | undefined;
@@ -54,8 +55,6 @@ export async function usageTotals(records: AsyncIterable<AuditUsageRecord>, by: 
   return [...rows.values()].sort((a, b) => b.costUsd - a.costUsd || b.input + b.output - (a.input + a.output) || (a.key < b.key ? -1 : 1));
 }
 
-const COUNT = new Intl.NumberFormat('en-US');
-
 /** The table `firma usage` prints, with a total line when there is more than one row. */
 export function usageTable(rows: readonly UsageRow[], by: 'agent' | 'model'): string {
   if (rows.length === 0) return 'no LLM usage in the audit log for this selection\n';
@@ -68,7 +67,7 @@ export function usageTable(rows: readonly UsageRow[], by: 'agent' | 'model'): st
     total.unpriced += r.unpriced;
     total.estimated += r.estimated;
   }
-  const cells = (r: UsageRow): string[] => [r.key, COUNT.format(r.calls), COUNT.format(r.input), COUNT.format(r.output), `$${r.costUsd.toFixed(4)}`, COUNT.format(r.unpriced), COUNT.format(r.estimated)];
+  const cells = (r: UsageRow): string[] => [r.key, groupedInteger(r.calls), groupedInteger(r.input), groupedInteger(r.output), `$${r.costUsd.toFixed(4)}`, groupedInteger(r.unpriced), groupedInteger(r.estimated)];
   const table = [[by.toUpperCase(), 'CALLS', 'INPUT', 'OUTPUT', 'COST_USD', 'UNPRICED', 'ESTIMATED'], ...rows.map(cells), ...(rows.length > 1 ? [cells(total)] : [])];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => (row[i] ?? '').length)));
   return table.map((row) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';

@@ -9,6 +9,7 @@ import type { Envelope } from '../../core/envelope.js';
 import type { FirmaConfig } from '../../config/index.js';
 import { budgetPlaces } from '../../config/llm-checks.js';
 import { WINDOW_MS, windowStart, type BudgetWindow, type UsageLedger, type UsageTotals } from './types.js';
+import { groupedInteger, usd } from '../../core/numbers.js';
 
 export interface BudgetRule {
   /** An agent id, or "*" (every agent, each its own total). */
@@ -114,14 +115,12 @@ export class BudgetGate {
 }
 
 const NONE: readonly BudgetRule[] = [];
-const COUNT = new Intl.NumberFormat('en-US');
-const USD = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 4 });
 
 /** "2,000,140 of 2,000,000 tokens" / "$25.03 of $25.00" when the rule's total is reached, else null. */
 function overBy(rule: BudgetRule, totals: UsageTotals): string | null {
   const t = totals[rule.window];
-  if (rule.maxTokens !== null && t.tokens >= rule.maxTokens) return `${COUNT.format(t.tokens)} of ${COUNT.format(rule.maxTokens)} tokens`;
-  if (rule.maxCostUsd !== null && t.costUsd >= rule.maxCostUsd) return `${USD.format(t.costUsd)} of ${USD.format(rule.maxCostUsd)}`;
+  if (rule.maxTokens !== null && t.tokens >= rule.maxTokens) return `${groupedInteger(t.tokens)} of ${groupedInteger(rule.maxTokens)} tokens`;
+  if (rule.maxCostUsd !== null && t.costUsd >= rule.maxCostUsd) return `${usd(t.costUsd)} of ${usd(rule.maxCostUsd)}`;
   return null;
 }
 
