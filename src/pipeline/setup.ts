@@ -20,6 +20,7 @@ import type { UsageLedger } from '../enforce/budget/types.js';
 import { Enforcer } from '../enforce/enforcer.js';
 import type { ApprovalQueue } from '../enforce/approval/queue.js';
 import { FirmaError } from '../core/errors.js';
+import type { DecisionSnapshot } from './snapshot.js';
 
 /** Mapping rules, MCP servers and policies, loaded and validated together so every error is reported at once. */
 export interface DecisionRules {
@@ -198,5 +199,20 @@ export function createPipeline(config: FirmaConfig, log: Logger, reuse: Pipeline
     close: () => {
       verifier?.close();
     },
+  };
+}
+
+/** The snapshot requests are decided under, from a config and its setup (docs/architecture.md "Enforce"). */
+export function snapshotOf(config: FirmaConfig, setup: PipelineSetup, generation: number): DecisionSnapshot {
+  return {
+    mapping: setup.rules.mapping,
+    mcp: setup.rules.mcp,
+    llm: setup.rules.llm,
+    usage: setup.usage,
+    enforcer: setup.enforcer,
+    bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
+    policyHash: setup.rules.policy.policyHash,
+    mode: config.sidecar.mode,
+    generation,
   };
 }

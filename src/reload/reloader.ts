@@ -4,8 +4,8 @@ import type { Logger } from '../core/log.js';
 import type { AuditRecorder } from '../audit/record.js';
 import type { Connector } from '../connector/connector.js';
 import { buildEgress, unsharedParts, type EgressParts } from '../connector/egress.js';
-import { createPipeline, type PipelineSetup } from '../pipeline/setup.js';
-import { DecisionSet, type DecisionSnapshot } from '../pipeline/snapshot.js';
+import { createPipeline, snapshotOf, type PipelineSetup } from '../pipeline/setup.js';
+import { DecisionSet } from '../pipeline/snapshot.js';
 import { errorCode } from '../core/errors.js';
 import { ReloadWatcher, watchSpecs } from './watch.js';
 
@@ -92,20 +92,6 @@ function reasons(err: unknown): string[] {
   if (err instanceof ConfigError) return err.errors.map(formatConfigIssue);
   if (err instanceof Error) return [err.message];
   return [String(err)];
-}
-
-function snapshotOf(config: FirmaConfig, setup: PipelineSetup, generation: number): DecisionSnapshot {
-  return {
-    mapping: setup.rules.mapping,
-    mcp: setup.rules.mcp,
-    llm: setup.rules.llm,
-    usage: setup.usage,
-    enforcer: setup.enforcer,
-    bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
-    policyHash: setup.rules.policy.policyHash,
-    mode: config.sidecar.mode,
-    generation,
-  };
 }
 
 export interface ReloaderOptions {

@@ -14,7 +14,7 @@ import { runFirma } from '../helpers/clients.js';
 import { REPO } from '../helpers/sidecar.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/core/log.js';
-import { createPipeline } from '../../src/pipeline/setup.js';
+import { createPipeline, snapshotOf } from '../../src/pipeline/setup.js';
 import { decide } from '../../src/pipeline/decide.js';
 import type { DecisionSnapshot } from '../../src/pipeline/snapshot.js';
 
@@ -59,17 +59,8 @@ t.test('the example policy lets only triage create issues, only in firma', async
   const config = loadConfig(join(dir, 'firma.toml'), dir);
   const setup = createPipeline(config, createLogger('silent'));
   t.teardown(() => setup.close());
-  const snapshot: DecisionSnapshot = {
-    mapping: setup.rules.mapping,
-    mcp: setup.rules.mcp,
-    llm: setup.rules.llm,
-    usage: setup.usage,
-    enforcer: setup.enforcer,
-    bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
-    policyHash: setup.rules.policy.policyHash,
-    mode: config.sidecar.mode,
-    generation: 1,
-  };
+  const snapshot = snapshotOf(config, setup, 1);
+
   const repo = { owner: 'acme', repo: 'firma', title: 'a bug' };
   t.equal(await call(snapshot, 'triage', 'create_issue', repo), 'allow mcp.github.create_issue', 'triage in firma: allowed');
   t.equal(await call(snapshot, 'triage', 'create_issue', { ...repo, repo: 'other' }), 'deny mcp.github.create_issue policy_deny', 'triage elsewhere: denied');

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type FirmaConfig } from '../../src/config/index.js';
-import { createPipeline, type PipelineSetup } from '../../src/pipeline/setup.js';
+import { createPipeline, snapshotOf, type PipelineSetup } from '../../src/pipeline/setup.js';
 import { createLogger } from '../../src/core/log.js';
 import type { DecisionSnapshot } from '../../src/pipeline/snapshot.js';
 import type { Identity, RawRequest } from '../../src/core/envelope.js';
@@ -27,17 +27,8 @@ ${opts.capabilities ?? 'required = false'}
 `);
   const config = loadConfig(join(dir, 'firma.toml'), dir);
   const setup = createPipeline(config, createLogger('silent'));
-  const snapshot: DecisionSnapshot = {
-    mapping: setup.rules.mapping,
-    mcp: setup.rules.mcp,
-    llm: setup.rules.llm,
-    usage: setup.usage,
-    enforcer: setup.enforcer,
-    bodyLimitBytes: config.sidecar.mapping.body_limit_bytes,
-    policyHash: setup.rules.policy.policyHash,
-    mode: config.sidecar.mode,
-    generation: 1,
-  };
+  const snapshot = snapshotOf(config, setup, 1);
+
   return { setup, snapshot, config };
 }
 
