@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import { fetch as undiciFetch, ProxyAgent, request } from 'undici';
 import { z } from 'zod';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startTestSidecar, DEFAULT_POLICY_TEXT, type TestSidecar } from '../helpers/sidecar.js';
 import { fixture } from '../helpers/fixture.js';
 import { upstreamPki } from '../helpers/pki.js';
+import { serveStatelessMcp } from '../helpers/mcp.js';
 
 const TOKEN_ENV = 'FIRMA_E2E_MCP_ADMIN_TOKEN';
 const TOKEN = 'mcp-approver-3d9e1b';
@@ -53,30 +53,12 @@ function mcpServer(up: Upstream): McpServer {
   return server;
 }
 
-async function handle(up: Upstream, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  let parsed: unknown;
-  if (req.method === 'POST') {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    up.bodies.push(parsed);
-  }
-  // Stateless: a server and transport per request.
-  const server = mcpServer(up);
-  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
-  res.on('close', () => {
-    void transport.close();
-    void server.close();
-  });
-  await server.connect(transport);
-  await transport.handleRequest(req, res, parsed);
-}
-
 function useMcpUpstream(tls: boolean): Upstream {
   return fixture(t, async () => {
     const up = { bodies: [], deleted: 0, releaseReport: () => undefined } as unknown as Upstream & { server: Server; port: number };
     const listener = (req: IncomingMessage, res: ServerResponse): void => {
-      handle(up, req, res).catch(() => res.destroy());
+      // Stateless: a server and transport per request.
+      serveStatelessMcp(() => mcpServer(up), up.bodies, req, res).catch(() => res.destroy());
     };
     const pki = upstreamPki();
     const server = tls ? createHttpsServer({ cert: pki.certPem, key: pki.keyPem }, listener) : createHttpServer(listener);

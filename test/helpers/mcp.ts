@@ -45,15 +45,19 @@ function tools(up: McpUpstream): McpServer {
   return server;
 }
 
-async function handle(up: McpUpstream, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/**
+ * One request to a stateless Streamable HTTP MCP endpoint: the POST body parsed and kept in `bodies`,
+ * then a fresh server (from `makeServer`) and transport answer it.
+ */
+export async function serveStatelessMcp(makeServer: () => McpServer, bodies: unknown[], req: IncomingMessage, res: ServerResponse): Promise<void> {
   let parsed: unknown;
   if (req.method === 'POST') {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    up.bodies.push(parsed);
+    bodies.push(parsed);
   }
-  const server = tools(up);
+  const server = makeServer();
   const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
   res.on('close', () => {
     void transport.close();
@@ -67,7 +71,7 @@ async function handle(up: McpUpstream, req: IncomingMessage, res: ServerResponse
 export async function startMcpUpstream(): Promise<McpUpstream> {
   const up = { bodies: [], calls: [] } as unknown as McpUpstream;
   const server = createServer((req, res) => {
-    handle(up, req, res).catch(() => res.destroy());
+    serveStatelessMcp(() => tools(up), up.bodies, req, res).catch(() => res.destroy());
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
