@@ -1,13 +1,19 @@
 import type { IncomingMessage } from 'node:http';
 import type { BodyValue } from '../core/envelope.js';
 
-/** What was read; `prefix` is the whole body when ok, else the part read before stopping. */
 const EMPTY = Buffer.alloc(0);
 
-
+/** What was read; `prefix` is the whole body when ok, else the part read before stopping. */
 export type BodyRead =
   | { readonly ok: true; readonly prefix: Buffer }
   | { readonly ok: false; readonly reason: 'body_too_large' | 'body_incomplete'; readonly prefix: Buffer };
+
+/** The refusal sentence of a body that could not be read within `limit` bytes to check `what`. */
+export function unreadBodyMessage(reason: 'body_too_large' | 'body_incomplete', limit: number, what: string): string {
+  return reason === 'body_too_large'
+    ? `the request body is over ${limit} bytes, the most read to check ${what}`
+    : 'the request body ended before it was complete';
+}
 
 /**
  * Read a request body up to `limit` bytes, for rules that let stage 2 see body fields. The bytes read

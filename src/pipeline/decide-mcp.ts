@@ -4,7 +4,7 @@ import type { Envelope, Identity, McpFacts } from '../core/envelope.js';
 import type { Held, Permitted, Verdict } from '../core/decision.js';
 import type { BufferedBody } from '../core/outcome.js';
 import { hasRequestBody } from '../core/http.js';
-import { readBoundedBody } from '../normalize/body.js';
+import { readBoundedBody, unreadBodyMessage } from '../normalize/body.js';
 import type { McpServer } from '../normalize/mcp.js';
 import { exchangeCall, parseMcpBody, requestFacts, type McpCall } from '../normalize/mcp-messages.js';
 import type { DecisionSnapshot } from './snapshot.js';
@@ -45,9 +45,7 @@ export async function decideMcp(
   const read = await readBoundedBody(req, bodyLimitBytes);
   const body: BufferedBody = { prefix: read.prefix, complete: read.ok };
   if (!read.ok) {
-    const message = read.reason === 'body_too_large'
-      ? `the request body is over ${bodyLimitBytes} bytes, the most read to check a call to the MCP server ${server.name}`
-      : 'the request body ended before it was complete';
+    const message = unreadBodyMessage(read.reason, bodyLimitBytes, `a call to the MCP server ${server.name}`);
     return { verdict: refuse(read.reason, message, 403, null, 'policy'), body };
   }
   const parsed = parseMcpBody(server, read.prefix);

@@ -5,7 +5,7 @@ import type { BufferedBody } from '../core/outcome.js';
 import { hasRequestBody } from '../core/http.js';
 import type { Logger } from '../core/log.js';
 import { normalize, unclassifiedEnvelope } from '../normalize/normalize.js';
-import { readBoundedBody, extractBodyFields } from '../normalize/body.js';
+import { readBoundedBody, extractBodyFields, unreadBodyMessage } from '../normalize/body.js';
 import { deniedOnInternalError } from '../enforce/enforcer.js';
 import type { DecisionSnapshot } from './snapshot.js';
 import { hold, type Decided } from './hold.js';
@@ -57,9 +57,7 @@ async function enforce(
     const read = await readBoundedBody(req, bodyLimitBytes);
     body = { prefix: read.prefix, complete: read.ok };
     if (!read.ok) {
-      const message = read.reason === 'body_too_large'
-        ? `the request body is over ${bodyLimitBytes} bytes, the most read to check ${envelope.actionClass ?? 'this action'}`
-        : 'the request body ended before it was complete';
+      const message = unreadBodyMessage(read.reason, bodyLimitBytes, envelope.actionClass ?? 'this action');
       return { verdict: enforcer.refuse(envelope, identity, 'policy', read.reason, message), body };
     }
     const fields = extractBodyFields(read.prefix, envelope.bodyFields, req.headers['content-type']);
