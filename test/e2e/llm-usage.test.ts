@@ -257,7 +257,7 @@ t.test('the first chunk of a stream reaches the agent before the upstream sends 
   t.match(o?.usage, { model: 'gpt-4o-mini', input_tokens: 11, output_tokens: 3, estimated: false });
 });
 
-t.test('/metrics, the log line and `firma usage` show the same calls; the keys appear nowhere', async (t) => {
+t.test('/metrics, the log line, `firma usage` and `firma audit tail` show the same calls; the keys appear nowhere', async (t) => {
   const metrics = await (await fetch(`${sc.adminUrl}/metrics`)).text();
   t.match(metrics, /firma_llm_tokens_total\{agent="usage-agent",model="gpt-4o-mini-2024-07-18",kind="input"\} 2400/, 'input tokens of the two gpt-4o-mini calls');
   t.match(metrics, /firma_llm_cost_usd_total\{agent="usage-agent",model="claude-sonnet-4-5-20250929"\} [0-9.]+/);
@@ -268,7 +268,11 @@ t.test('/metrics, the log line and `firma usage` show the same calls; the keys a
   t.equal(u.code, 0, u.stderr);
   t.match(u.stdout, /claude-sonnet-4-5-20250929/);
   t.match(u.stdout, /house-model-7b/);
-  const everything = [readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8'), sc.logs.join('\n'), metrics, u.stdout].join('\n');
+  const tail = await runFirma(['audit', 'tail', '--agent', 'usage-agent', '--config', join(sc.dir, 'firma.toml')], sc.dir);
+  t.equal(tail.code, 0, tail.stderr);
+  t.match(tail.stdout, /llm gpt-4o-mini-2024-07-18 in=1200 out=340 \$0\.0003/, '`firma audit tail` shows the call\'s tokens and cost');
+  t.match(tail.stdout, /llm gpt-4o in=0 out=~\d+ /, 'and marks an estimate');
+  const everything = [readFileSync(join(sc.dir, 'audit', 'audit.jsonl'), 'utf8'), sc.logs.join('\n'), metrics, u.stdout, tail.stdout].join('\n');
   t.notOk(everything.includes(OPENAI_KEY), 'the OpenAI key is in no audit event, log line, metric or report');
   t.notOk(everything.includes(ANTHROPIC_KEY), 'nor the Anthropic key');
 });
